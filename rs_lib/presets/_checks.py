@@ -1,0 +1,33 @@
+"""Checkers for preset knobs that are not TrainConfig fields (shared by all chapters)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .. import _validate as check
+
+
+def list_of(item_check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    """Checker for a non-empty list whose items pass ``item_check``."""
+
+    def checker(name: str, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"{name} must be a non-empty list, got {value!r}")
+        for i, v in enumerate(value):
+            item_check(f"{name}[{i}]", v)
+        return value
+
+    return checker
+
+
+def seed_list(name: str, value: Any) -> Any:
+    return list_of(lambda n, v: check.integer(n, v, low=0))(name, value)
+
+
+COMMON_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "train_sigmas": list_of(check.positive),
+    "eval_sigmas": list_of(check.non_negative),
+    "n_test": check.positive_int,
+    "seeds": seed_list,
+}

@@ -1,0 +1,162 @@
+"""The training loop: exact resume, cache hits, schedules, selection, and that it learns."""
+
+import json
+
+import pytest
+import torch
+
+from rs_lib import methods, train
+from rs_lib.train import TrainConfig, lr_factor, run_training, warmup_factor
+
+TINY = dict(dataset="synthetic", model="small_cnn", epochs=3, batch_size=64, n_train=256, n_val=64,
+            lr=0.05, schedule="piecewise", milestones=(0.5,), augment=False)
+
+
+class Killed(Exception):
+    pass
+
+
+def _metric_rows(run):
+    rows = run.dir.read_jsonl("metrics.jsonl")
+    for r in rows:
+        r.pop("train_time", None)
+    return rows
+
+
+@pytest.mark.parametrize("where", ["after_epoch", "mid_epoch"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, where):
+    # gaussian draws from the method generator; small_cnn's dropout draws from the global RNG.
+    cfg = TrainConfig(method="gaussian", method_params={"sigma": 0.3}, **TINY)
+    full = run_training(cfg, root=tmp_path / "a", device="cpu", progress=False)
+
+    if where == "after_epoch":
+        def kill(epoch, row):
+            if epoch == 1:
+                raise Killed
+        with pytest.raises(Killed):
+            run_training(cfg, root=tmp_path / "b", device="cpu", progress=False, on_epoch_end=kill)
+    else:
+        original = methods.METHODS["gaussian"]
+        calls = {"n": 0}
+
+        def dying(model, x, y, mcfg, ctx):
+            calls["n"] += 1
+            if ctx.epoch == 2 and calls["n"] > 2 * 4 + 2:  # 4 batches per epoch: die inside epoch 3
+                raise Killed
+            return original.objective(model, x, y, mcfg, ctx)
+
+        monkeypatch.setitem(methods.METHODS, "gaussian", original.__class__(
+            original.name, original.config_cls, dying, original.passes, original.summary))
+        with pytest.raises(Killed):
+            run_training(cfg, root=tmp_path / "b", device="cpu", progress=False)
+        monkeypatch.setitem(methods.METHODS, "gaussian", original)
+
+    resumed_dir = next((tmp_path / "b" / "adhoc").iterdir())
+    assert not (resumed_dir / "summary.json").exists()
+    resumed = run_training(cfg, root=tmp_path / "b", device="cpu", progress=False)
+    for which in ("last", "best"):
+        a, b = full.load_model(which).state_dict(), resumed.load_model(which).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _metric_rows(full) == _metric_rows(resumed)
+    assert full.summary["best"] == resumed.summary["best"]
+
+
+def test_finished_run_is_a_cache_hit(tmp_path, monkeypatch):
+    cfg = TrainConfig(**TINY)
+    first = run_training(cfg, root=tmp_path, device="cpu", progress=False)
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run must not be retrained")
+
+    monkeypatch.setattr(train, "_Trainer", no_training)
+    again = run_training(cfg, root=tmp_path, device="cpu", progress=False)
+    assert again.dir.path == first.dir.path and again.summary == first.summary
+
+
+def test_run_directory_holds_config_env_metrics_and_checkpoints(tmp_path):
+    cfg = TrainConfig(**TINY)
+    run = run_training(cfg, root=tmp_path, device="cpu", progress=False)
+    files = {p.name for p in run.dir.path.iterdir()}
+    assert {"config.json", "env.json", "metrics.jsonl", "summary.json",
+            "checkpoint_last.pt", "checkpoint_best.pt"} <= files
+    assert json.loads((run.dir.path / "config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))
+    epochs = run.epochs()
+    assert list(epochs["epoch"]) == [0, 1, 2] and (epochs["train_time"] > 0).all()
+    assert len(run.iterations()) == 3 * 4
+    assert not [p for p in run.dir.path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_best_checkpoint_is_the_best_validation_epoch(tmp_path):
+    run = run_training(TrainConfig(**TINY), root=tmp_path, device="cpu", progress=False)
+    epochs = run.epochs()
+    best = int(epochs["val_clean_acc"].idxmax())
+    assert run.summary["best_epoch"] == int(epochs.loc[best, "epoch"])
+    state = torch.load(run.dir.file("checkpoint_best.pt"), weights_only=False)
+    assert state["epoch"] == run.summary["best_epoch"]
+
+
+def test_standard_training_learns_the_synthetic_task(tmp_path):
+    cfg = TrainConfig(**{**TINY, "model": "lenet", "epochs": 4, "n_train": 1024, "n_val": 256, "lr": 0.05})
+    run = run_training(cfg, root=tmp_path, device="cpu", progress=False)
+    assert run.summary["best"]["val_clean_acc"] > 0.6  # chance is 0.1
+
+
+def test_piecewise_schedule_decays_at_milestones():
+    cfg = TrainConfig(**{**TINY, "milestones": (0.5, 0.75), "lr_decay": 0.1})
+    assert lr_factor(cfg, 0, 100) == 1.0 and lr_factor(cfg, 49, 100) == 1.0
+    assert lr_factor(cfg, 50, 100) == pytest.approx(0.1) and lr_factor(cfg, 75, 100) == pytest.approx(0.01)
+
+
+def test_cyclic_schedule_is_triangular_with_its_peak():
+    cfg = TrainConfig(**{**TINY, "schedule": "cyclic", "peak": 0.4})
+    values = [lr_factor(cfg, i, 100) for i in range(100)]
+    assert values[0] == 0.0 and max(values) == pytest.approx(1.0) and values.index(max(values)) == 40
+    assert values[-1] == pytest.approx(0.01 / 0.6)
+
+
+def test_cosine_schedule_goes_from_one_to_zero():
+    cfg = TrainConfig(**{**TINY, "schedule": "cosine"})
+    assert lr_factor(cfg, 0, 100) == 1.0 and lr_factor(cfg, 50, 100) == pytest.approx(0.5)
+    assert lr_factor(cfg, 99, 100) < 0.01
+
+
+def test_warmup_factor_ramps_per_iteration_or_per_epoch():
+    per_iter = TrainConfig(**{**TINY, "warmup_epochs": 2.0})
+    assert warmup_factor(per_iter, 0, 0.5) == 0.25 and warmup_factor(per_iter, 3, 3.0) == 1.0
+    per_epoch = TrainConfig(**{**TINY, "warmup_epochs": 10, "warmup_by": "epoch"})
+    assert warmup_factor(per_epoch, 0, 0.7) == 0.1 and warmup_factor(per_epoch, 9, 9.5) == 1.0
+    assert warmup_factor(TrainConfig(**TINY), 0, 0.0) == 1.0
+
+
+def test_warmup_factor_reaches_the_objective(tmp_path, monkeypatch):
+    seen = []
+    original = methods.METHODS["standard"]
+
+    def spy(model, x, y, mcfg, ctx):
+        seen.append(ctx.warmup)
+        return original.objective(model, x, y, mcfg, ctx)
+
+    monkeypatch.setitem(methods.METHODS, "standard", original.__class__(
+        original.name, original.config_cls, spy, original.passes, original.summary))
+    run_training(TrainConfig(**{**TINY, "warmup_epochs": 2.0}), root=tmp_path, device="cpu", progress=False)
+    assert seen[0] == 0.0 and seen[4] == 0.5 and seen[-1] == 1.0
+
+
+def test_objective_that_leaves_eval_mode_is_an_error(tmp_path, monkeypatch):
+    original = methods.METHODS["standard"]
+
+    def careless(model, x, y, mcfg, ctx):
+        out = original.objective(model, x, y, mcfg, ctx)
+        model.eval()
+        return out
+
+    monkeypatch.setitem(methods.METHODS, "standard", original.__class__(
+        original.name, original.config_cls, careless, original.passes, original.summary))
+    with pytest.raises(RuntimeError, match="eval mode"):
+        run_training(TrainConfig(**TINY), root=tmp_path, device="cpu", progress=False)
+
+
+def test_different_configs_get_different_run_directories(tmp_path):
+    a = run_training(TrainConfig(**{**TINY, "epochs": 1}), root=tmp_path, device="cpu", progress=False)
+    b = run_training(TrainConfig(**{**TINY, "epochs": 1, "seed": 1}), root=tmp_path, device="cpu", progress=False)
+    assert a.dir.path != b.dir.path
