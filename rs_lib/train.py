@@ -49,6 +49,8 @@ class TrainConfig:
     ``warmup_epochs`` ramps the methods' warm-up factor linearly from 0 to 1 (per iteration, or
     per epoch as (epoch + 1) / warmup_epochs with ``warmup_by="epoch"``, SmoothAdv's rule).
     ``n_val`` is the size of the fixed validation subset used after every epoch.
+    ``keep_epochs`` lists the (0-based) epochs whose weights are kept as ``checkpoint_epoch<e>.pt``
+    besides the best and last ones (for analyses along training, e.g. the Hessian figure).
     """
 
     method: str = "standard"
@@ -77,11 +79,13 @@ class TrainConfig:
     eval_params: Mapping[str, Any] = field(default_factory=dict)
     select_on: str = "clean"
     seed: int = 0
+    keep_epochs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         set_("milestones", tuple(self.milestones))
         set_("val_metrics", tuple(self.val_metrics))
+        set_("keep_epochs", tuple(self.keep_epochs))
         set_("method_params", dict(self.method_params))
         set_("eval_params", dict(self.eval_params))
         check.choice("method", self.method, sorted(methods_mod.METHODS))
@@ -111,6 +115,8 @@ class TrainConfig:
         evaluate_mod.metric_params(self.val_metrics, self.eval_params)
         check.choice("select_on", self.select_on, self.val_metrics)
         check.integer("seed", self.seed, low=0)
+        for e in self.keep_epochs:
+            check.integer("keep_epochs", e, low=0, high=self.epochs - 1)
         for name in ("augment", "nesterov", "amp"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -177,13 +183,18 @@ class Run:
     def summary(self) -> dict:
         return self.dir.summary
 
-    def load_model(self, which: str = "best", *, device: str | torch.device = "cpu") -> nn.Module:
-        """The model of the best-on-validation or last epoch, in eval mode."""
-        check.choice("which", which, ("best", "last"))
+    def load_model(self, which: str | int = "best", *, device: str | torch.device = "cpu") -> nn.Module:
+        """The model of the best-on-validation or last epoch (or of a kept epoch number), in eval mode."""
+        if isinstance(which, int) and not isinstance(which, bool):
+            check.choice("which", which, self.config.keep_epochs)
+            name = f"checkpoint_epoch{which}.pt"
+        else:
+            check.choice("which", which, ("best", "last"))
+            name = f"checkpoint_{which}.pt"
         device = check.resolve_device("device", device)
         info = data_mod.dataset_info(self.config.dataset)
         model = build_model_for(self.config, info)
-        state = torch.load(self.dir.file(f"checkpoint_{which}.pt"), map_location=device, weights_only=False)
+        state = torch.load(self.dir.file(name), map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         return model.to(device).eval()
 
@@ -284,6 +295,9 @@ class _Trainer:
         self.dir.write_jsonl("metrics.jsonl", rows)
 
     def _checkpoint(self, epoch: int, improved: bool) -> None:
+        if epoch in self.cfg.keep_epochs:
+            store.atomic_torch_save(self.dir.file(f"checkpoint_epoch{epoch}.pt"),
+                                    {"model": self.model.state_dict(), "epoch": epoch})
         if improved:
             store.atomic_torch_save(self.dir.file("checkpoint_best.pt"),
                                     {"model": self.model.state_dict(), "epoch": epoch, "best": self.best})

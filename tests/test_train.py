@@ -160,3 +160,16 @@ def test_different_configs_get_different_run_directories(tmp_path):
     a = run_training(TrainConfig(**{**TINY, "epochs": 1}), root=tmp_path, device="cpu", progress=False)
     b = run_training(TrainConfig(**{**TINY, "epochs": 1, "seed": 1}), root=tmp_path, device="cpu", progress=False)
     assert a.dir.path != b.dir.path
+
+
+def test_kept_epoch_checkpoints_hold_that_epochs_weights(tmp_path):
+    cfg = TrainConfig(**{**TINY, "keep_epochs": (0, 2)})
+    run = run_training(cfg, root=tmp_path, device="cpu", progress=False)
+    last, kept = run.load_model("last").state_dict(), run.load_model(2).state_dict()
+    assert all(torch.equal(last[k], kept[k]) for k in last)
+    first = run.load_model(0).state_dict()
+    assert not all(torch.equal(last[k], first[k]) for k in last)
+    with pytest.raises(ValueError, match="which"):
+        run.load_model(1)
+    with pytest.raises(ValueError, match="keep_epochs"):
+        TrainConfig(**{**TINY, "keep_epochs": (3,)})
