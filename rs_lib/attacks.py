@@ -1,0 +1,613 @@
+"""Every attack of the book: one projected steepest-ascent template, many objectives.
+
+| function | paper | objective maximised |
+|---|---|---|
+| `pgd`, `pgd_attack`, `fgsm` | Madry et al. 2018; Wong et al. 2020 (Fast AT) | CE (or any `loss_fn`) |
+| `trades_kl_attack` | Zhang et al. 2019 (TRADES), BS paper eq. 4.1-4.2 | KL(s(f(x)) ‖ s(f(x'))) |
+| `backward_smoothing_init` / `_attack` | Chen et al. (Backward Smoothing) eq. 4.4-4.5 | −KL to f(x)+γψ; KL |
+| `backward_smoothing_pgd_init` | BS paper, appendix "PGD based Backward Smoothing" | −(y-logit mismatch)² |
+| `odi_init` | Tashiro et al. 2020 (ODI) | w·f(x'), w ~ U(−1, 1)^C |
+| `gradalign_regularizer` | Andriushchenko & Flammarion 2020 | (a regulariser, not an attack) |
+| `smoothadv_pgd`, `_ddn`, `stein_gradient` | Salman et al. 2019 (SmoothAdv) §3, App. | −log F̂_y (smoothed) |
+| `smoothmix_attack` | Jeong et al. 2021 (SmoothMix) §3 | −log F̂_y, unrestricted |
+
+Conventions: ``x`` is a batch of images in [0, 1], shape (N, ...), ``y`` integer labels (N,);
+``eps`` and ``step_size`` are in pixel units, per coordinate (``'linf'``) or as the Euclidean norm of
+one example (``'l2'``). The model's train/eval mode is never changed (the caller chooses; the
+reference attacks run in eval mode); gradients come from ``torch.autograd.grad`` w.r.t. the input
+only, so no parameter ``.grad`` appears. Every iterate is projected onto the ball, then clamped to
+[0, 1] (clamping only shrinks each coordinate of the perturbation, so it stays in the ball). Outputs
+are detached, with x's dtype and device. Per-example losses are summed for the gradient, so an
+example's (sign or normalised) step does not depend on the batch; reported statistics are batch
+means. Randomness comes only from ``generator`` (any device; draws move to x's device), else from
+the global RNG of x's device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rs_lib import _validate as V
+
+Norm = Literal["linf", "l2"]
+NORMS: tuple[str, ...] = ("linf", "l2")
+GradFn = Callable[[Tensor], tuple[Tensor, Tensor]]  # point -> (per-example loss, gradient)
+_TINY = 1e-12
+
+
+class AttackResult(NamedTuple):
+    """What a training objective needs from its attack.
+
+    ``loss_start``: the attack's own inner objective (batch mean, detached 0-d tensor) at its start
+    point, free (it is the forward of the first step). ``loss_final``: the same at ``x_adv``, only with
+    ``track_loss=True`` (one extra forward without graph), else ``None``.
+    """
+    x_adv: Tensor
+    loss_start: Tensor
+    loss_final: Tensor | None
+
+
+class SmoothAdvResult(NamedTuple):
+    """``x_adv`` (N, ...) and the noise (N, m, ...), already scaled by sigma, used by every step."""
+    x_adv: Tensor
+    noise: Tensor
+
+
+class SmoothMixResult(NamedTuple):
+    """SmoothMix's (x_init, x_adv, noise): x_init = x, or the ``mix_step``-step point (one-step adversary)."""
+    x_init: Tensor
+    x_adv: Tensor
+    noise: Tensor
+
+
+# ----------------------------------------------------------------------------------- checks
+def _shape(t: object) -> object:
+    return getattr(t, "shape", type(t).__name__)
+
+
+def _check_x(x: Tensor, y: Tensor | None = None) -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty floating tensor of shape (N, ...), got {_shape(x)}")
+    if bool(x.min() < 0) or bool(x.max() > 1):
+        raise ValueError("x must lie in [0, 1] (normalisation belongs inside the model)")
+    if y is not None and (not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex()
+                          or tuple(y.shape) != (x.shape[0],)):
+        raise ValueError(f"y must be an integer tensor of shape ({x.shape[0]},), got {_shape(y)}")
+
+
+def _check_options(*, norm: str = "linf", generator: torch.Generator | None = None,
+                   **numbers: float | None) -> None:
+    """Validate the common options; ``numbers`` maps a name to a value that must be > 0 (or None)."""
+    for name, value in numbers.items():
+        if value is not None:
+            (V.positive_int if name in ("steps", "num_points", "num_noise") else V.positive)(name, value)
+    V.choice("norm", norm, NORMS)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def _check_like(name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
+    if t is not None and (not isinstance(t, Tensor) or tuple(t.shape) != tuple(shape)):
+        raise ValueError(f"{name} must be a tensor of shape {tuple(shape)}, got {_shape(t)}")
+
+
+# ------------------------------------------------------------------------------ norm hooks
+def _draw(kind: str, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """U[0, 1) or N(0, 1) draws of ``shape`` from ``generator`` (any device), on ``like``'s device/dtype."""
+    device = generator.device if generator is not None else like.device
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    sample = torch.rand if kind == "uniform" else torch.randn
+    return sample(shape, generator=generator, device=device, dtype=dtype).to(like.device, like.dtype)
+
+
+def _flat_norm(t: Tensor) -> Tensor:
+    """Per-example l2 norm, shaped (N, 1, ..., 1) to broadcast against ``t``."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _l2_direction(grad: Tensor, generator: torch.Generator | None = None,
+                  random_if_zero: bool = False) -> Tensor:
+    """grad/‖grad‖₂ per example; a vanishing gradient gives no step, or (SmoothAdv) a random unit one."""
+    norm = _flat_norm(grad)
+    if random_if_zero and bool((norm == 0).any()):
+        grad = torch.where(norm == 0, _draw("normal", tuple(grad.shape), grad, generator), grad)
+        norm = _flat_norm(grad)
+    return grad / norm.clamp_min(_TINY)
+
+
+def _random_in_ball(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
+    """Uniform in the ball: U(−eps, eps)^d (linf); normal direction, radius eps·U^(1/d) (l2)."""
+    if norm == "linf":
+        return (2 * _draw("uniform", tuple(x.shape), x, generator) - 1) * eps
+    direction = _l2_direction(_draw("normal", tuple(x.shape), x, generator))
+    d = x[0].numel()
+    radius = eps * _draw("uniform", (x.shape[0],), x, generator) ** (1.0 / d)
+    return direction * radius.view(-1, *([1] * (x.dim() - 1)))
+
+
+def _project(x_adv: Tensor, x: Tensor, eps: float | None, norm: str) -> Tensor:
+    """Project x_adv onto the eps-ball around x (skipped for eps=None), then clamp to [0, 1]."""
+    if eps is not None:
+        delta = x_adv - x
+        if norm == "linf":
+            delta = delta.clamp(-eps, eps)
+        else:
+            delta = delta * (eps / _flat_norm(delta).clamp_min(_TINY)).clamp(max=1.0)
+        x_adv = x + delta
+    return x_adv.clamp(0.0, 1.0)
+
+
+# -------------------------------------------------------------------------------- template
+def _autograd(objective: Callable[[Tensor], Tensor]) -> GradFn:
+    """``objective(point) -> loss`` (per example or scalar) as ``point -> (loss, d loss / d point)``."""
+    def grad_fn(point: Tensor) -> tuple[Tensor, Tensor]:
+        point = point.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = objective(point)
+            (grad,) = torch.autograd.grad(loss.sum(), point)
+        return loss.detach(), grad
+    return grad_fn
+
+
+def _ascend(x: Tensor, x_start: Tensor, grad_fn: GradFn, *, eps: float | None, step_size: float,
+            steps: int, norm: str, direction: Callable[[Tensor], Tensor] | None = None,
+            ) -> tuple[Tensor, Tensor | None]:
+    """The one loop (foolbox-style): ``steps`` × [gradient, unit step, project to the ball, clamp].
+
+    Returns the final point and the objective's batch mean at the start point.
+    """
+    direction = direction or (torch.sign if norm == "linf" else _l2_direction)  # steepest-ascent unit step
+    x_adv, loss_start = x_start.detach(), None
+    for _ in range(steps):
+        loss, grad = grad_fn(x_adv)
+        if loss_start is None:
+            loss_start = loss.mean()
+        x_adv = _project(x_adv + step_size * direction(grad), x, eps, norm).detach()
+    return x_adv, loss_start
+
+
+def _result(x: Tensor, x_start: Tensor, objective: Callable[[Tensor], Tensor], *, eps: float,
+            step_size: float, steps: int, norm: str, track_loss: bool) -> AttackResult:
+    x_adv, loss_start = _ascend(x, x_start, _autograd(objective), eps=eps, step_size=step_size,
+                                steps=steps, norm=norm)
+    loss_final = None
+    if track_loss:
+        with torch.no_grad():
+            loss_final = objective(x_adv).mean().detach()
+    return AttackResult(x_adv, loss_start, loss_final)
+
+
+def _ce(logits: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def _kl(target_logits: Tensor, logits: Tensor) -> Tensor:
+    """Per-example KL(s(target) ‖ s(logits)), summed over classes (batch mean = 'batchmean')."""
+    return F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(target_logits, dim=-1),
+                    reduction="none", log_target=True).sum(-1)
+
+
+def _clean_logits(model: nn.Module, x: Tensor, logits_clean: Tensor | None) -> Tensor:
+    if logits_clean is None:
+        with torch.no_grad():
+            return model(x).detach()
+    if not isinstance(logits_clean, Tensor) or logits_clean.dim() != 2 or logits_clean.shape[0] != x.shape[0]:
+        raise ValueError(f"logits_clean must have shape ({x.shape[0]}, C), got {_shape(logits_clean)}")
+    return logits_clean.detach()
+
+
+# ------------------------------------------------------------------------- l-inf / l2 PGD
+def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
+               norm: Norm = "linf", random_start: bool = False, x_start: Tensor | None = None,
+               loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+               generator: torch.Generator | None = None, track_loss: bool = False) -> AttackResult:
+    """PGD (Madry et al. 2018), returning an `AttackResult` for training objectives.
+
+    Start: ``x_start`` if given (e.g. a backward-smoothing or ODI point), else a uniform point of the
+    ball clamped to [0, 1] (``random_start``, as Wong et al. and torchattacks), else x. Each of the
+    ``steps`` steps moves by ``step_size`` along sign(∇) (linf) or ∇/‖∇‖₂ (l2), projects, clamps.
+    Loss: per-example CE, or ``loss_fn(logits, y)`` (a scalar or per-example tensor).
+    """
+    _check_x(x, y)
+    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size, steps=steps)
+    _check_like("x_start", x_start, tuple(x.shape))
+    if loss_fn is not None and not callable(loss_fn):
+        raise ValueError("loss_fn must be a callable loss_fn(logits, y) -> tensor")
+    loss = loss_fn or _ce
+    if x_start is None:
+        x_start = _project(x + _random_in_ball(x, eps, norm, generator), x, None, norm) if random_start else x
+    return _result(x, x_start, lambda z: loss(model(z), y), eps=eps, step_size=step_size,
+                   steps=steps, norm=norm, track_loss=track_loss)
+
+
+def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
+        norm: Norm = "linf", random_start: bool = False,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        generator: torch.Generator | None = None) -> Tensor:
+    """PGD-k adversarial examples (see `pgd_attack`); for ``'linf'`` the same steps as
+    ``torchattacks.PGD(model, eps, alpha=step_size, steps, random_start)`` (mean CE, same sign)."""
+    return pgd_attack(model, x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
+                      random_start=random_start, loss_fn=loss_fn, generator=generator).x_adv
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float | None = None,
+         random_start: bool = False, norm: Norm = "linf", generator: torch.Generator | None = None,
+         track_loss: bool = False) -> AttackResult:
+    """FGSM / Fast AT's attack (Wong et al. 2020, Alg. 3): optional uniform start (clamped to [0, 1]),
+    one CE step of ``step_size`` (α, default eps), project, clamp. ``loss_start`` is CE at the start
+    point, so ``loss_final − loss_start`` is the paper's loss increment (Fig. 1; needs ``track_loss``)."""
+    step_size = eps if step_size is None else step_size
+    return pgd_attack(model, x, y, eps=eps, step_size=step_size, steps=1, norm=norm,
+                      random_start=random_start, generator=generator, track_loss=track_loss)
+
+
+# -------------------------------------------------------------------------------- TRADES
+def trades_kl_attack(model: nn.Module, x: Tensor, *, eps: float, step_size: float, steps: int,
+                     start: Literal["gaussian", "uniform", "zero"] = "gaussian",
+                     x_start: Tensor | None = None, norm: Norm = "linf",
+                     logits_clean: Tensor | None = None, generator: torch.Generator | None = None,
+                     track_loss: bool = False) -> AttackResult:
+    """TRADES inner maximisation of KL(s(f(x)) ‖ s(f(x'))) (Zhang et al. 2019; BS paper eq. 4.1).
+
+    Start (``x_start`` overrides): ``'gaussian'`` x + 0.001·N(0, I) (TRADES), ``'uniform'`` x + U(ball)
+    (Fast TRADES, BS eq. 4.2), ``'zero'`` x. As in both reference codes the random start is *not*
+    clamped to [0, 1] before the first gradient (every later iterate is). The target s(f(x)) uses
+    ``logits_clean`` if given, else one no-grad forward of x in the model's current mode; it is fixed
+    for all steps (the TRADES code recomputes it per step, which changes nothing for the gradient).
+    """
+    _check_x(x)
+    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size, steps=steps)
+    V.choice("start", start, ("gaussian", "uniform", "zero"))
+    _check_like("x_start", x_start, tuple(x.shape))
+    clean = _clean_logits(model, x, logits_clean)
+    if x_start is None and start == "gaussian":
+        x_start = x + 0.001 * _draw("normal", tuple(x.shape), x, generator)
+    elif x_start is None:
+        x_start = x + _random_in_ball(x, eps, norm, generator) if start == "uniform" else x
+    return _result(x, x_start, lambda z: _kl(clean, model(z)), eps=eps, step_size=step_size,
+                   steps=steps, norm=norm, track_loss=track_loss)
+
+
+# ---------------------------------------------------------------------- Backward Smoothing
+def _descend_once(model: nn.Module, x: Tensor, mismatch: Callable[[Tensor], Tensor], *, eps: float,
+                  step_size: float, norm: str) -> Tensor:
+    """One projected signed (linf) / normalised (l2) *descent* step from ξ = 0 on mismatch(f(x+ξ))."""
+    x_start, _ = _ascend(x, x, _autograd(lambda z: -mismatch(model(z))), eps=eps,
+                         step_size=step_size, steps=1, norm=norm)
+    return x_start
+
+
+def _draw_psi(psi: Tensor | None, logits: Tensor, num_points: int,
+              generator: torch.Generator | None) -> Tensor:
+    """ψ ~ U(−1, 1) of shape (k, N, C), fresh per call, or the given ψ ((N, C) or (k, N, C))."""
+    shape = (num_points, *logits.shape)
+    if psi is None:
+        return 2 * _draw("uniform", shape, logits, generator) - 1
+    psi = psi if psi.dim() == 3 else psi.unsqueeze(0)
+    _check_like("psi", psi, shape)
+    return psi.to(logits)
+
+
+def _backward_smoothing(model: nn.Module, x: Tensor, *, eps: float, step_size: float, gamma: float,
+                        num_points: int, norm: str, logits_clean: Tensor | None, psi: Tensor | None,
+                        generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """(x + ξ*, clean logits); the forward at ξ = 0 doubles as the clean forward when none is given."""
+    _check_x(x)
+    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size, num_points=num_points)
+    V.non_negative("gamma", gamma)
+    allowed = [(num_points, len(x))] + ([(len(x),)] if num_points == 1 else [])  # shapes without C
+    if psi is not None and (not isinstance(psi, Tensor) or tuple(psi.shape[:-1]) not in allowed):
+        raise ValueError(f"psi must have shape {' or '.join(str((*a, 'C')) for a in allowed)}, "
+                         f"got {_shape(psi)}")
+    logits_clean = None if logits_clean is None else _clean_logits(model, x, logits_clean)
+    seen: dict[str, Tensor] = {}
+
+    def mismatch(logits: Tensor) -> Tensor:  # mean over the k points of KL(s(f(x)+γψ_j) ‖ s(f(x+ξ)))
+        seen["clean"] = logits.detach() if logits_clean is None else logits_clean
+        target = seen["clean"].unsqueeze(0) + gamma * _draw_psi(psi, logits, num_points, generator)
+        return _kl(target, logits.unsqueeze(0)).mean(0)
+
+    x_start = _descend_once(model, x, mismatch, eps=eps, step_size=step_size, norm=norm)
+    return x_start, seen["clean"]
+
+
+def backward_smoothing_init(model: nn.Module, x: Tensor, *, eps: float, step_size: float,
+                            gamma: float = 1.0, num_points: int = 1, norm: Norm = "linf",
+                            logits_clean: Tensor | None = None, psi: Tensor | None = None,
+                            generator: torch.Generator | None = None) -> Tensor:
+    """Backward-smoothing initialisation x + ξ* (BS eq. 4.3-4.4, Alg. 1 line 5).
+
+    ψ ~ U(−1, 1) per example and class (shape of the logits), fresh each call (or ``psi`` for tests);
+    one signed step of ``step_size`` from ξ = 0 that *decreases* KL(s(f(x) + γψ) ‖ s(f(x + ξ))), then
+    projection to the eps-ball and clamp to [0, 1] (reference `trades_backward.py`).
+
+    ``num_points = k > 1`` (BS appendix Table 10, "random points"): k independent ψ draws, and the step
+    follows the gradient of the *mean* of the k KL terms — a k-sample Monte-Carlo estimate of the
+    smoothed objective E_ψ KL, i.e. of "randomized smoothing with k random points". Since the mean of
+    KL(p_j ‖ q) equals KL(p̄ ‖ q) plus a constant, this is one KL to the averaged noisy softmax p̄ and
+    costs one forward-backward for any k; the paper's time column (about one extra forward-backward
+    per point) suggests its unreleased code looped over the points.
+    """
+    return _backward_smoothing(model, x, eps=eps, step_size=step_size, gamma=gamma,
+                               num_points=num_points, norm=norm, logits_clean=logits_clean,
+                               psi=psi, generator=generator)[0]
+
+
+def backward_smoothing_attack(model: nn.Module, x: Tensor, *, eps: float, step_size: float,
+                              steps: int = 1, gamma: float = 1.0, num_points: int = 1,
+                              norm: Norm = "linf", logits_clean: Tensor | None = None,
+                              psi: Tensor | None = None, generator: torch.Generator | None = None,
+                              track_loss: bool = False) -> AttackResult:
+    """Backward Smoothing's inner maximisation (BS Alg. 1 lines 5-6; reference §1.1 steps 3-8).
+
+    `backward_smoothing_init`, then ``steps`` TRADES KL ascent steps (eq. 4.5) to the clean target
+    s(f(x)), each followed by projection to the eps-ball *around x* and clamp. Both phases use
+    ``step_size`` (the reference's single α). ``loss_start`` is KL at the backward-smoothed point.
+    Passes: 2 forwards + 2 input-backwards (the reference adds a third, separate clean forward);
+    ``track_loss`` adds one forward.
+    """
+    V.positive_int("steps", steps)
+    x_start, clean = _backward_smoothing(model, x, eps=eps, step_size=step_size, gamma=gamma,
+                                         num_points=num_points, norm=norm, logits_clean=logits_clean,
+                                         psi=psi, generator=generator)
+    return trades_kl_attack(model, x, eps=eps, step_size=step_size, steps=steps, x_start=x_start,
+                            norm=norm, logits_clean=clean, track_loss=track_loss)
+
+
+def backward_smoothing_pgd_init(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
+                                step_size: float, gamma: float = 1.0,
+                                target: Literal["shifted", "literal"] = "shifted",
+                                norm: Norm = "linf", logits_clean: Tensor | None = None,
+                                psi: Tensor | None = None,
+                                generator: torch.Generator | None = None) -> Tensor:
+    """Backward smoothing for AT (BS appendix, "PGD based Backward Smoothing", Table 15).
+
+    One signed descent step from ξ = 0 on the squared y-logit mismatch, then project and clamp. The
+    appendix writes ξ* = argmin ([f(x+ξ) − γψ]_y)²; read literally (``target='literal'``) that pulls
+    the y-logit towards the small number γψ_y, i.e. it always lowers the true-class logit. The default
+    ``'shifted'`` uses the target f(x)_y + γψ_y, the y-component of eq. 4.3 (f(x+ξ) = f(x) + γψ) that
+    the appendix says it follows. ψ ~ U(−1, 1) of the logits' shape (only ψ_y enters); no released code.
+    """
+    _check_x(x, y)
+    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size)
+    V.non_negative("gamma", gamma)
+    V.choice("target", target, ("shifted", "literal"))
+    if psi is not None and (not isinstance(psi, Tensor) or psi.dim() != 2 or len(psi) != len(x)):
+        raise ValueError(f"psi must be a tensor of shape ({len(x)}, C), got {_shape(psi)}")
+    logits_clean = None if logits_clean is None else _clean_logits(model, x, logits_clean)
+
+    def mismatch(logits: Tensor) -> Tensor:
+        y_logit = lambda t: t.gather(-1, y[:, None]).squeeze(-1)  # noqa: E731
+        noise = gamma * y_logit(_draw_psi(psi, logits, 1, generator)[0])
+        ref = y_logit(logits.detach() if logits_clean is None else logits_clean)
+        return (y_logit(logits) - (ref if target == "shifted" else 0.0) - noise) ** 2
+
+    return _descend_once(model, x, mismatch, eps=eps, step_size=step_size, norm=norm)
+
+
+# ----------------------------------------------------------------------------- ODI, GradAlign
+def odi_init(model: nn.Module, x: Tensor, *, eps: float, step_size: float | None = None,
+             steps: int = 2, random_start: bool = True, norm: Norm = "linf", w: Tensor | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
+    """Output Diversified Initialisation (Tashiro et al. 2020, ODI): ``steps`` steps maximising
+    w·f(x'), w ~ U(−1, 1)^C per example (drawn once per call, or ``w``), step ``step_size`` (default
+    eps, the ODI code's choice), project + clamp each step. As in the ODI code the U(−eps, eps) start
+    is not clamped before the first gradient. Default 2 steps (ODI code); the BS ablation's count is
+    not stated."""
+    _check_x(x)
+    step_size = eps if step_size is None else step_size
+    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size, steps=steps)
+    if w is not None and (not isinstance(w, Tensor) or w.dim() != 2 or w.shape[0] != x.shape[0]):
+        raise ValueError(f"w must be a tensor of shape ({x.shape[0]}, C)")
+    state: dict[str, Tensor] = {} if w is None else {"w": w}
+
+    def objective(z: Tensor) -> Tensor:
+        logits = model(z)
+        if "w" not in state:
+            state["w"] = 2 * _draw("uniform", tuple(logits.shape), logits, generator) - 1
+        return (logits * state["w"].to(logits)).sum(1)
+
+    x_start = x + _random_in_ball(x, eps, norm, generator) if random_start else x
+    return _ascend(x, x_start, _autograd(objective), eps=eps, step_size=step_size, steps=steps,
+                   norm=norm)[0]
+
+
+def gradalign_regularizer(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
+                          grad_clean: Tensor | None = None,
+                          generator: torch.Generator | None = None) -> Tensor:
+    """GradAlign (Andriushchenko & Flammarion 2020) without λ: 1 − mean_i cos(g1_i, g2_i).
+
+    g1 = ∇ₓCE at x, detached (pass ``grad_clean`` to reuse the zero-start FGSM gradient, as their
+    `train.py` does); g2 = ∇ₓCE at x + η, η ~ U(−eps, eps) not clamped (as their code), taken with
+    ``create_graph=True`` so the result is differentiable w.r.t. the parameters (double backprop).
+    Examples where either gradient is zero are dropped (as their code). Returns a 0-d tensor.
+    """
+    _check_x(x, y)
+    _check_options(generator=generator, eps=eps)
+    _check_like("grad_clean", grad_clean, tuple(x.shape))
+    if grad_clean is None:
+        grad_clean = _autograd(lambda z: _ce(model(z), y))(x)[1]
+    noisy = (x + _random_in_ball(x, eps, "linf", generator)).detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad_noisy,) = torch.autograd.grad(_ce(model(noisy), y).sum(), noisy, create_graph=True)
+    g1, g2 = grad_clean.detach().flatten(1), grad_noisy.flatten(1)
+    keep = (g1.norm(dim=1) > 0) & (g2.norm(dim=1) > 0)
+    if not bool(keep.any()):
+        return g2.sum() * 0.0
+    return 1.0 - F.cosine_similarity(g1[keep], g2[keep], dim=1).mean()
+
+
+def lambda_gradalign(eps: float) -> float:
+    """GradAlign's log-linear rule λ(ε) = 0.02·10^(ε/8) with ε in /255 units (0.2 at 8/255, 2.0 at
+    16/255; their `sh/exps_diff_eps_cifar10.sh`); here ``eps`` is in [0, 1] pixel units (CIFAR-10 rule)."""
+    V.positive("eps", eps)
+    return 0.02 * 10 ** (eps * 255 / 8)
+
+
+# ------------------------------------------------------------------- smoothed classifiers
+def draw_noise(x: Tensor, *, sigma: float, num_noise: int,
+               generator: torch.Generator | None = None) -> Tensor:
+    """sigma·N(0, I) noise of shape (N, m, ...): m noise vectors per example."""
+    V.non_negative("sigma", sigma)
+    V.positive_int("num_noise", num_noise)
+    return sigma * _draw("normal", (x.shape[0], num_noise, *x.shape[1:]), x, generator)
+
+
+def _noise_arg(x: Tensor, noise: Tensor | None, sigma: float, num_noise: int,
+               generator: torch.Generator | None) -> Tensor:
+    if noise is None:
+        return draw_noise(x, sigma=sigma, num_noise=num_noise, generator=generator)
+    _check_like("noise", noise, (x.shape[0], num_noise, *x.shape[1:]))
+    return noise.to(x).detach()
+
+
+def _noisy_probs(model: nn.Module, x: Tensor, noise: Tensor) -> Tensor:
+    """softmax(f(x + η_i)) for the m noise vectors of each example, shape (N, m, C), one batched forward."""
+    logits = model((x.unsqueeze(1) + noise).flatten(0, 1))
+    return F.softmax(logits, dim=-1).view(x.shape[0], noise.shape[1], -1)
+
+
+def smoothed_softmax(model: nn.Module, x: Tensor, noise: Tensor) -> Tensor:
+    """Plug-in smoothed soft classifier F̂(x) = (1/m) Σ_i softmax(f(x + η_i)), shape (N, C)."""
+    return _noisy_probs(model, x, noise).mean(1)
+
+
+def _nll(f_hat: Tensor, y: Tensor) -> Tensor:
+    return -f_hat.gather(1, y[:, None]).squeeze(1).clamp_min(1e-20).log()
+
+
+def smoothed_nll(model: nn.Module, x: Tensor, y: Tensor, noise: Tensor) -> Tensor:
+    """SmoothAdv's objective (S) −log F̂_y(x) per example, plug-in estimator eq. 6 (F̂ clamped at 1e-20)."""
+    return _nll(smoothed_softmax(model, x, noise), y)
+
+
+def _smoothadv_checks(x: Tensor, y: Tensor, *, sigma: float, generator: torch.Generator | None,
+                      **numbers: float | None) -> None:
+    _check_x(x, y)
+    _check_options(norm="l2", generator=generator, **numbers)
+    V.non_negative("sigma", sigma)
+
+
+def _stein(model: nn.Module, x: Tensor, y: Tensor, noise: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        probs = _noisy_probs(model, x, noise)
+        p_y = probs.gather(2, y.view(-1, 1, 1).expand(-1, noise.shape[1], 1)).squeeze(2)  # (N, m)
+        f_hat = p_y.mean(1).clamp_min(1e-20)
+        weights = p_y.view(*p_y.shape, *([1] * (x.dim() - 1)))
+        grad_f = (weights * noise).mean(1) / sigma**2  # Stein: ∇F_y ≈ mean_i p_y,i·η_i / σ²
+        return -f_hat.log(), -grad_f / f_hat.view(-1, *([1] * (x.dim() - 1)))
+
+
+def stein_gradient(model: nn.Module, x: Tensor, y: Tensor, *, sigma: float, num_noise: int,
+                   noise: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Gradient-free estimate of ∇ₓ[−log F_y(x)] (SmoothAdv §3 eq. 7, App. C.6; `--no-grad-attack`).
+
+    Stein's lemma: ∇F_y(x) = E[softmax_y(f(x+η))·η]/σ², estimated with the m noise samples; then
+    ∇(−log F_y) = −∇F_y / F̂_y. No backward pass. The reference keeps only −mean(p_y·η) (the same
+    direction: its step is normalised). Unbiased for ∇F_y, consistent for the log.
+    """
+    _smoothadv_checks(x, y, sigma=sigma, generator=generator, num_noise=num_noise)
+    V.positive("sigma", sigma)
+    return _stein(model, x, y, _noise_arg(x, noise, sigma, num_noise, generator), sigma)[1]
+
+
+def smoothadv_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, sigma: float,
+                  num_noise: int, step_size: float | None = None,
+                  estimator: Literal["plugin", "stein"] = "plugin", noise: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> SmoothAdvResult:
+    """SmoothAdv_PGD: l2 PGD on objective (S) with the plug-in gradient eq. 6 (Salman et al. 2019, Alg. 1).
+
+    Ascends −log F̂_y(x') with m noise vectors drawn once (or ``noise``) and reused for every step;
+    returns them so that training reuses them for augmentation. Zero start; step ``step_size``
+    (default 2·eps/steps) along the normalised gradient (a zero gradient gets a random unit direction,
+    as the reference); ``estimator='stein'`` uses `stein_gradient` instead of autograd. Deviation: we
+    project to the ball then clamp (reference: clamp then renorm; both land in ball ∩ box) and the
+    random direction is normalised (reference: an unnormalised N(0, I) step before the renorm).
+    """
+    _smoothadv_checks(x, y, eps=eps, steps=steps, sigma=sigma, num_noise=num_noise, generator=generator)
+    step_size = 2 * eps / steps if step_size is None else V.positive("step_size", step_size)
+    V.choice("estimator", estimator, ("plugin", "stein"))
+    if estimator == "stein":
+        V.positive("sigma", sigma)
+    noise = _noise_arg(x, noise, sigma, num_noise, generator)
+    grad_fn = (_autograd(lambda z: smoothed_nll(model, z, y, noise)) if estimator == "plugin"
+               else lambda z: _stein(model, z, y, noise, sigma))
+    x_adv, _ = _ascend(x, x, grad_fn, eps=eps, step_size=step_size, steps=steps, norm="l2",
+                       direction=lambda g: _l2_direction(g, generator, random_if_zero=True))
+    return SmoothAdvResult(x_adv, noise)
+
+
+def smoothadv_ddn(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, sigma: float,
+                  num_noise: int, gamma: float = 0.05, init_norm: float = 1.0, levels: int | None = 256,
+                  noise: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> SmoothAdvResult:
+    """SmoothAdv's DDN variant (Rony et al. 2019 adapted by Salman et al.; reference `attacks.py` DDN).
+
+    Step i (0-based) moves δ by lr_i = 0.01 + 0.99·(1 + cos(π(i+1)/steps))/2 along the normalised
+    gradient of −log F̂_y (same noise every step); the per-example radius, starting at ``init_norm``,
+    shrinks by (1 − gamma) where the current point is adversarial (majority vote of the m noisy
+    argmaxes, ties to the lowest class) and grows by (1 + gamma) otherwise, capped by ‖max(x, 1−x)‖; δ is
+    rescaled to it, x + δ quantised to ``levels`` grey levels (None: off) and clamped. Returns the
+    smallest adversarial δ found (zero if none), renormed to eps. Deviation: no re-quantisation after
+    that final renorm (the reference's can push ‖δ‖ slightly above eps).
+    """
+    _smoothadv_checks(x, y, eps=eps, steps=steps, sigma=sigma, num_noise=num_noise, generator=generator)
+    V.probability("gamma", gamma)
+    V.positive("init_norm", init_norm)
+    if levels is not None:
+        V.integer("levels", levels, low=2)
+    noise = _noise_arg(x, noise, sigma, num_noise, generator)
+    delta, best = torch.zeros_like(x), torch.zeros_like(x)
+    worst = _flat_norm(torch.maximum(x, 1 - x))
+    best_norm, radius = worst.clone(), torch.full_like(worst, init_norm)
+    for i in range(steps):
+        z = (x + delta).detach().requires_grad_(True)
+        with torch.enable_grad():
+            probs = _noisy_probs(model, z, noise)
+            (grad,) = torch.autograd.grad(_nll(probs.mean(1), y).sum(), z)
+        votes = F.one_hot(probs.argmax(-1), probs.shape[-1]).sum(1).argmax(1)
+        is_adv = (votes != y).view_as(worst)
+        size = _flat_norm(delta)
+        better = is_adv & (size < best_norm)
+        best_norm, best = torch.where(better, size, best_norm), torch.where(better, delta, best)
+        lr = 0.01 + 0.99 * (1 + math.cos(math.pi * (i + 1) / steps)) / 2
+        delta = delta + lr * _l2_direction(grad, generator, random_if_zero=True)
+        radius = torch.minimum(radius * torch.where(is_adv, 1 - gamma, 1 + gamma), worst)
+        x_new = x + delta * radius / _flat_norm(delta).clamp_min(_TINY)
+        if levels is not None:
+            x_new = (x_new * (levels - 1)).round() / (levels - 1)
+        delta = x_new.clamp(0, 1) - x
+    return SmoothAdvResult(_project(x + best, x, eps, "l2").detach(), noise)
+
+
+def smoothmix_attack(model: nn.Module, x: Tensor, y: Tensor, *, step_size: float, steps: int,
+                     sigma: float, num_noise: int, mix_step: int = 0, maxnorm: float | None = None,
+                     maxnorm_s: float | None = None, noise: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> SmoothMixResult:
+    """SmoothMix's adversary (Jeong et al. 2021, eq. 7; reference `SmoothMix_PGD`).
+
+    From x, ``steps`` (T) steps x ← clamp(x + α·g/‖g‖₂) ascending −log F̂_y (true label, the same m
+    noise vectors every step and returned for the mixup loss). Unrestricted: no ball unless ``maxnorm``
+    (then renorm to it before the clamp), so ‖x_adv − x‖ ≤ T·α. ``x_init``: x (``mix_step=0``), or the
+    iterate after ``mix_step`` steps (one-step adversary, ``mix_step=1``) projected onto the ball of
+    radius ``maxnorm_s`` (default α·mix_step, which the reference's warm-up rescales per epoch).
+    """
+    _smoothadv_checks(x, y, sigma=sigma, generator=generator, maxnorm=maxnorm, step_size=step_size,
+                      steps=steps, num_noise=num_noise)
+    V.integer("mix_step", mix_step, low=0)
+    if maxnorm_s is not None:
+        V.non_negative("maxnorm_s", maxnorm_s)
+    noise = _noise_arg(x, noise, sigma, num_noise, generator)
+    grad_fn = _autograd(lambda z: smoothed_nll(model, z, y, noise))
+    done = min(mix_step, steps)  # the reference saves the iterate at i == mix_step, if that comes
+    x_mid = _ascend(x, x, grad_fn, eps=maxnorm, step_size=step_size, steps=done, norm="l2")[0]
+    x_adv = _ascend(x, x_mid, grad_fn, eps=maxnorm, step_size=step_size, steps=steps - done, norm="l2")[0]
+    x_init = x_mid if mix_step < steps else x
+    radius = step_size * mix_step if maxnorm_s is None else maxnorm_s
+    return SmoothMixResult(_project(x_init, x, radius, "l2").detach(), x_adv, noise)
