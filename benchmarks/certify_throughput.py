@@ -1,0 +1,166 @@
+"""Throughput of CERTIFY: ours against a reference-style loop and the model's raw forward pass.
+
+One run, one model, the same inputs and the same n for every row:
+
+* ``ours``: ``rs_lib.smoothing.certify_dataset``'s engine (``Smooth.certify_batch``): noise on the
+  model's device, broadcast input, packed batches, int64 counts on the device;
+* ``reference-style``: Cohen et al.'s ``core.py`` loop re-written plainly: one input at a time,
+  ``x.repeat`` per batch, ``randn_like``, ``.cpu().numpy()`` and Python counting per batch;
+* ``raw forward``: the model alone on a preallocated batch in ``inference_mode`` (the limit).
+
+Rates are samples/s (n0 + n per input), best of ``--repeats`` round-robin runs, timed by the
+process's CPU clock on one CPU thread (robust to other load) and by wall clock otherwise.
+
+    OMP_NUM_THREADS=1 python benchmarks/certify_throughput.py --n 10000 --num-inputs 4 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from statsmodels.stats.proportion import proportion_confint
+from torch import nn
+
+from rs_lib import _validate as check
+from rs_lib.smoothing import Smooth
+
+
+def lenet(num_classes: int = 10) -> nn.Module:
+    """SmoothMix's MNIST LeNet: rs_lib.models.LeNet when present, else the same layers here."""
+    try:
+        from rs_lib.models import LeNet
+        return LeNet(in_channels=1, num_classes=num_classes)
+    except ImportError:
+        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5),
+                             nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 500), nn.ReLU(),
+                             nn.Linear(500, num_classes))
+
+
+# ---- the reference's way (Cohen et al. core.py semantics, written plainly) ---------------------
+
+def reference_counts(model: nn.Module, x: torch.Tensor, num: int, sigma: float, batch_size: int,
+                     num_classes: int) -> np.ndarray:
+    counts = np.zeros(num_classes, dtype=int)
+    with torch.no_grad():
+        remaining = num
+        while remaining > 0:
+            this_batch = min(batch_size, remaining)
+            remaining -= this_batch
+            batch = x.repeat((this_batch, 1, 1, 1))
+            noise = torch.randn_like(batch) * sigma
+            for label in model(batch + noise).argmax(1).cpu().numpy():
+                counts[label] += 1
+    return counts
+
+
+def reference_certify(model: nn.Module, x: torch.Tensor, n0: int, n: int, alpha: float,
+                      sigma: float, batch_size: int, num_classes: int) -> tuple[int, float]:
+    from scipy.stats import norm
+    model.eval()
+    c_hat = reference_counts(model, x, n0, sigma, batch_size, num_classes).argmax()
+    count = reference_counts(model, x, n, sigma, batch_size, num_classes)[c_hat]
+    p_lower = proportion_confint(count, n, alpha=2 * alpha, method="beta")[0]
+    return (-1, 0.0) if p_lower < 0.5 else (int(c_hat), sigma * norm.ppf(p_lower))
+
+
+# ---- timing ---------------------------------------------------------------------------------
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, clock: Callable[[], float]) -> float:
+    synchronize(device)
+    start = clock()
+    fn()
+    synchronize(device)
+    return clock() - start
+
+
+def raw_forward(model: nn.Module, shape: tuple[int, ...], total: int, batch_size: int,
+                device: torch.device, channels_last: bool) -> None:
+    # empty(memory_format=...) then fill: .contiguous(channels_last) is a no-op for one channel
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    batch = torch.empty((batch_size, *shape), device=device, memory_format=fmt)
+    batch.copy_(torch.rand((batch_size, *shape), device=device))
+    with torch.inference_mode():
+        for start in range(0, total, batch_size):
+            model(batch[:min(batch_size, total - start)]).argmax(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="estimation samples per input")
+    parser.add_argument("--n0", type=int, default=100, help="selection samples per input")
+    parser.add_argument("--num-inputs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=1000, help="the reference's default")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sigma", type=float, default=0.25)
+    parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats; best time kept")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default=None,
+                        help="process CPU time (default on CPU with --threads 1) or wall time")
+    args = parser.parse_args()
+    for name in ("n", "n0", "num_inputs", "batch_size", "threads", "repeats"):
+        check.positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    check.positive("--sigma", args.sigma)
+    device = check.resolve_device("--device", args.device)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    model = lenet().to(device).eval()
+    xs = torch.rand(args.num_inputs, 1, 28, 28, device=device)
+    total = args.num_inputs * (args.n0 + args.n)
+    alpha, bs = 0.001, args.batch_size
+
+    def ours(channels_last: bool) -> Callable[[], object]:
+        smooth = Smooth(model, 10, args.sigma, channels_last=channels_last)
+        return lambda: smooth.certify_batch(xs, args.n0, args.n, alpha, bs)
+
+    def reference() -> None:
+        for x in xs:
+            reference_certify(model, x, args.n0, args.n, alpha, args.sigma, bs, 10)
+
+    # warm-up: allocator, oneDNN/cuDNN kernel choice
+    raw_forward(model, (1, 28, 28), 2 * bs, bs, device, False)
+    raw_forward(model, (1, 28, 28), 2 * bs, bs, device, True)
+
+    methods = {
+        "raw forward": lambda: raw_forward(model, (1, 28, 28), total, bs, device, False),
+        "raw forward channels_last": lambda: raw_forward(model, (1, 28, 28), total, bs, device, True),
+        "reference-style": reference,
+        "ours": ours(False),
+        "ours channels_last": ours(True),
+    }
+    # Round-robin repeats, best time per method: other processes on a shared machine slow whole
+    # stretches of a run, and the minimum is the least disturbed measurement.
+    # On one CPU thread the process's CPU time is the measure that other processes' load does not
+    # inflate; on a GPU or with several threads (OpenMP spin-waits count as CPU time) wall time.
+    clock_name = args.clock or ("cpu" if device.type == "cpu" and args.threads == 1 else "wall")
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
+    rows = {name: float("inf") for name in methods}
+    for _ in range(args.repeats):
+        for name, fn in methods.items():
+            rows[name] = min(rows[name], timed(fn, device, clock))
+    rate = {name: total / seconds for name, seconds in rows.items()}
+    print(f"LeNet 1x28x28 on {device}, {torch.get_num_threads()} thread(s), {args.num_inputs} inputs, "
+          f"n0={args.n0}, n={args.n}, batch {bs}: {total} samples per row, "
+          f"best of {args.repeats}, {clock_name} clock")
+    print(f"{'method':28s} {clock_name + ' s':>9s} {'samples/s':>11s}")
+    for name, seconds in rows.items():
+        print(f"{name:28s} {seconds:9.3f} {rate[name]:11.0f}")
+    print(f"ours / reference-style                 {rate['ours'] / rate['reference-style']:.2f}x")
+    print(f"ours / raw forward                     {rate['ours'] / rate['raw forward']:.1%}")
+    print(f"ours channels_last / reference-style   "
+          f"{rate['ours channels_last'] / rate['reference-style']:.2f}x")
+    print(f"ours channels_last / raw channels_last "
+          f"{rate['ours channels_last'] / rate['raw forward channels_last']:.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,696 @@
+"""Gaussian randomized smoothing: Cohen et al.'s PREDICT and CERTIFY, dataset certification, analysis.
+
+The smoothed classifier of a base classifier f at noise level sigma is
+``g(x) = argmax_c P(f(x + delta) = c)`` with ``delta ~ N(0, sigma^2 I)`` (Cohen et al. 2019, eq. 1).
+If the top class c_A has probability at least p_A >= 1/2, g is constant on the l2 ball of radius
+``sigma * Phi^-1(p_A)`` around x (Cohen et al. 2019, Thm. 1, with p_B bounded by 1 - p_A).
+``Smooth`` estimates g by Monte Carlo exactly as the reference ``core.py`` does (same API, same
+statistics; the reference's removed ``scipy.stats.binom_test`` is replaced by ``binomtest``), and
+differs only in how the samples are evaluated:
+
+* noise is drawn on the model's device, added to the broadcast input (no ``repeat``), in batches
+  that may hold the samples of several inputs; counts are exact int64 tallies kept on the device
+  and read back once per finished input (not once per batch);
+* under a fixed ``torch.Generator`` the noise of an input does not depend on ``batch_size`` or on
+  which other inputs share its batches (it is drawn in blocks whose size depends only on the
+  input's shape), so the one-input and the many-input paths give identical certificates;
+* the forward runs in ``torch.inference_mode``, optionally on ``channels_last`` batches (same
+  predictions); ``autocast_dtype=torch.bfloat16`` is an explicit opt-in that certifies a
+  *different*, reduced-precision classifier: never use it for reported certified numbers.
+
+``certify`` keeps the reference return value, the pair ``(prediction, radius)``, so that code
+written against ``core.py`` runs unchanged; ``certify_detailed`` returns a ``Certificate`` that also
+holds the Clopper-Pearson bound and the counts.  Radii are l2 distances in pixel units of [0, 1]
+inputs (normalisation is the model's first layer).
+
+Dataset level: ``certify_dataset`` writes the reference TSV (``idx label predict radius correct
+time``) plus ``p_lower count n`` at full precision, is resumable and shardable, and seeds the noise
+of example ``idx`` from ``(seed, idx)``.  Analysis: ``read_certify_tsv``, ``certified_accuracy``,
+``acr``, ``abstention_rate``, ``upper_envelope``, ``l2_to_linf``, ``high_prob_accuracy``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from torch import nn
+from tqdm.auto import tqdm
+
+from rs_lib import _validate as check
+
+ABSTAIN = -1
+TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+EXTRA_COLUMNS = ("p_lower", "count", "n")
+# Noise is drawn in blocks of about this many values (16 MiB in fp32): the block size depends only
+# on the input's shape, which is what makes results independent of batch_size and batch packing.
+NOISE_BLOCK_VALUES = 1 << 22
+
+
+class Certificate(NamedTuple):
+    """Outcome of CERTIFY for one input.
+
+    ``prediction`` is the certified class or ``ABSTAIN`` (-1); ``radius`` the certified l2 radius
+    (0.0 on abstention); ``p_lower`` the one-sided (1 - alpha) Clopper-Pearson lower bound on the
+    probability of the selected class; ``count`` its count among the ``n`` estimation samples.
+    """
+
+    prediction: int
+    radius: float
+    p_lower: float
+    count: int
+    n: int
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics (pure functions of the counts)
+# --------------------------------------------------------------------------------------------
+
+def lower_confidence_bound(count: int, n: int, alpha: float) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion.
+
+    Equals ``statsmodels.stats.proportion.proportion_confint(count, n, alpha=2 * alpha,
+    method="beta")[0]``, the bound of the reference ``core.py``; it is ``0`` for ``count = 0`` and
+    ``alpha ** (1 / n)`` for ``count = n``.  P(bound > true proportion) <= alpha.
+    """
+    check.integer("n", n, low=1)
+    check.integer("count", count, low=0, high=n)
+    check.probability("alpha", alpha)
+    if count == 0:
+        return 0.0
+    return float(stats.beta.ppf(alpha, count, n - count + 1))
+
+
+def prediction_from_counts(counts: Sequence[int] | np.ndarray, alpha: float) -> int:
+    """PREDICT's decision (Cohen et al. 2019, Prop. 1) from the class counts of n noise samples.
+
+    Returns the top class if the two-sided exact binomial test of its count against the
+    runner-up's (p = 1/2, Hung & Fithian 2016) rejects at level alpha, else ``ABSTAIN``.  Ties for
+    the top never reject, so they abstain whatever the order of the tied classes.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or counts.size < 2 or (counts < 0).any() or counts.sum() == 0:
+        raise ValueError(f"counts must be a 1-D array of >= 2 non-negative counts with a positive "
+                         f"sum, got {counts!r}")
+    check.probability("alpha", alpha)
+    top2 = np.argsort(-counts, kind="stable")[:2]
+    count1, count2 = int(counts[top2[0]]), int(counts[top2[1]])
+    if stats.binomtest(count1, count1 + count2, 0.5).pvalue > alpha:
+        return ABSTAIN
+    return int(top2[0])
+
+
+def example_generator(seed: int, idx: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator that ``certify_dataset`` uses for example ``idx`` of a run with ``seed``.
+
+    Seeds are mixed by ``numpy.random.SeedSequence([seed, idx])`` so that examples get independent
+    noise.  CPU and CUDA generators give different streams from the same seed.
+    """
+    check.integer("seed", seed, low=0)
+    check.integer("idx", idx, low=0)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(np.random.SeedSequence([seed, idx]).generate_state(1, np.uint64)[0]))
+    return generator
+
+
+# --------------------------------------------------------------------------------------------
+# The smoothed classifier
+# --------------------------------------------------------------------------------------------
+
+class _Job(NamedTuple):
+    key: Any
+    x: torch.Tensor            # (C, H, W) on the model's device
+    generator: torch.Generator | None
+    sizes: tuple[int, ...]     # samples per phase, e.g. (n0, n)
+
+
+class Smooth:
+    """Gaussian smoothing of ``base_classifier`` at noise level ``sigma`` (Cohen et al. 2019).
+
+    ``base_classifier`` maps a batch of [0, 1] images (B, C, H, W) to logits (B, num_classes);
+    it is put in eval mode by ``predict`` and ``certify``.  ``sigma`` is the noise standard
+    deviation in pixel units.  Keyword options change speed only: ``channels_last`` feeds
+    channels-last batches (same predictions); ``autocast_dtype`` (bfloat16 or float16) runs the
+    forward under autocast, which certifies the reduced-precision classifier, not the fp32 one.
+    On a CPU, ``channels_last`` about doubles the throughput of small CNNs such as LeNet.
+    """
+
+    ABSTAIN = ABSTAIN
+
+    def __init__(self, base_classifier: nn.Module, num_classes: int, sigma: float, *,
+                 channels_last: bool = False, autocast_dtype: torch.dtype | None = None) -> None:
+        if not isinstance(base_classifier, nn.Module):
+            raise ValueError(f"base_classifier must be a torch.nn.Module, "
+                             f"got {type(base_classifier)!r}")
+        check.integer("num_classes", num_classes, low=2)
+        check.positive("sigma", sigma)
+        check.choice("channels_last", channels_last, [False, True])
+        check.choice("autocast_dtype", autocast_dtype, [None, torch.bfloat16, torch.float16])
+        if autocast_dtype is not None:
+            warnings.warn(f"Smooth(autocast_dtype={autocast_dtype}) certifies the reduced-precision "
+                          "base classifier; use the default fp32 path for reported certified numbers",
+                          stacklevel=2)
+        self.base_classifier = base_classifier
+        self.num_classes = num_classes
+        self.sigma = float(sigma)
+        self.channels_last = channels_last
+        self.autocast_dtype = autocast_dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the base classifier's parameters (CPU for a parameter-free model)."""
+        for tensor in self.base_classifier.parameters():
+            return tensor.device
+        for tensor in self.base_classifier.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def lower_confidence_bound(self, count: int, n: int, alpha: float) -> float:
+        """The (1 - alpha) lower bound on p_A used by CERTIFY; override only to study unsound bounds."""
+        return lower_confidence_bound(count, n, alpha)
+
+    # ---- PREDICT -----------------------------------------------------------------------------
+
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int, *,
+                generator: torch.Generator | None = None) -> int:
+        """PREDICT (Cohen et al. 2019, Prop. 1): g(x) for one input x (C, H, W) in [0, 1], or ABSTAIN.
+
+        With probability at least 1 - alpha over the noise, the returned class is g(x) (or the call
+        abstains).  Uses n noise samples; the test is two-sided binomial on the top-2 counts.
+        """
+        return self.predict_batch(_one_input("x", x), n, alpha, batch_size,
+                                  generators=None if generator is None else [generator])[0]
+
+    def predict_batch(self, xs: torch.Tensor, n: int, alpha: float, batch_size: int, *,
+                      generators: Sequence[torch.Generator] | None = None) -> list[int]:
+        """PREDICT for each input of ``xs`` (K, C, H, W), each with its own guarantee as in
+        ``predict``; samples of several inputs share forward batches.  ``generators``, one per
+        input, make the result identical to ``predict(xs[k], ..., generator=generators[k])``."""
+        check.positive_int("n", n)
+        check.probability("alpha", alpha)
+        check.positive_int("batch_size", batch_size)
+        jobs = self._jobs(xs, generators, (n,))
+        return [prediction_from_counts(counts[0], alpha)
+                for group in self._count_groups(jobs, batch_size, total=len(jobs) * n)
+                for _, counts in group]
+
+    # ---- CERTIFY -----------------------------------------------------------------------------
+
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int, *,
+                generator: torch.Generator | None = None) -> tuple[int, float]:
+        """CERTIFY (Cohen et al. 2019, Prop. 2) for one input x (C, H, W) in [0, 1].
+
+        Returns ``(prediction, radius)`` as the reference does.  With probability at least
+        1 - alpha over the noise, either ``prediction`` is ABSTAIN or g(x + d) = prediction for every
+        ||d||_2 < radius.  ``n0`` samples select the class and are discarded; ``n`` independent
+        samples bound its probability.  ``certify_detailed`` also returns the bound and counts.
+        """
+        certificate = self.certify_detailed(x, n0, n, alpha, batch_size, generator=generator)
+        return certificate.prediction, certificate.radius
+
+    def certify_detailed(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int, *,
+                         generator: torch.Generator | None = None) -> Certificate:
+        """``certify`` returning the full ``Certificate`` (prediction, radius, p_lower, count, n)."""
+        return self.certify_batch(_one_input("x", x), n0, n, alpha, batch_size,
+                                  generators=None if generator is None else [generator])[0]
+
+    def certify_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int, *,
+                      generators: Sequence[torch.Generator] | None = None) -> list[Certificate]:
+        """CERTIFY for each input of ``xs`` (K, C, H, W), each with the guarantee of ``certify``.
+
+        Samples of several inputs share forward batches; with ``generators`` (one per input) the
+        result equals ``certify_detailed(xs[k], ..., generator=generators[k])`` for every k.
+        """
+        _check_certify_args(n0, n, alpha, batch_size)
+        jobs = self._jobs(xs, generators, (n0, n))
+        return [self._certificate(counts, alpha)
+                for group in self._count_groups(jobs, batch_size, total=len(jobs) * (n0 + n))
+                for _, counts in group]
+
+    def _certify_groups(self, items: Iterable[tuple[Any, torch.Tensor, torch.Generator | None]],
+                        n0: int, n: int, alpha: float, batch_size: int, *, total: int | None = None
+                        ) -> Iterator[list[tuple[Any, Certificate]]]:
+        """Certificates for (key, x, generator) items, yielded in groups that finished together."""
+        jobs = (_Job(key, self._to_device(x), self._checked_generator(g), (n0, n))
+                for key, x, g in items)
+        for group in self._count_groups(jobs, batch_size, total=total):
+            yield [(key, self._certificate(counts, alpha)) for key, counts in group]
+
+    def _certificate(self, counts: np.ndarray, alpha: float) -> Certificate:
+        """CERTIFY's decision from the (selection, estimation) counts, shape (2, num_classes)."""
+        selection, estimation = counts
+        c_hat = int(np.argmax(selection))
+        count, n = int(estimation[c_hat]), int(estimation.sum())
+        p_lower = float(self.lower_confidence_bound(count, n, alpha))
+        if p_lower < 0.5:
+            return Certificate(ABSTAIN, 0.0, p_lower, count, n)
+        return Certificate(c_hat, self.sigma * float(stats.norm.ppf(p_lower)), p_lower, count, n)
+
+    # ---- sampling engine ---------------------------------------------------------------------
+
+    def _jobs(self, xs: torch.Tensor, generators: Sequence[torch.Generator] | None,
+              sizes: tuple[int, ...]) -> list[_Job]:
+        _check_inputs("xs", xs, batched=True)
+        if generators is not None:
+            if len(generators) != len(xs):
+                raise ValueError(f"generators must hold one generator per input ({len(xs)}), "
+                                 f"got {len(generators)}")
+            generators = [self._checked_generator(g) for g in generators]
+        xs = xs.to(self.device)
+        return [_Job(k, xs[k], None if generators is None else generators[k], sizes)
+                for k in range(len(xs))]
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        _check_inputs("x", x, batched=False)
+        return x.to(self.device)
+
+    def _checked_generator(self, generator: torch.Generator | None) -> torch.Generator | None:
+        if generator is None:
+            return None
+        if not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {type(generator)!r}")
+        device = self.device
+        if generator.device.type != device.type or (
+                device.type != "cpu" and (generator.device.index or 0) != (device.index or 0)):
+            raise ValueError(f"generator is on {generator.device} but the noise is drawn on the "
+                             f"model's device {device}; create it with "
+                             f"torch.Generator(device={str(device)!r})")
+        return generator
+
+    def _count_groups(self, jobs: Iterable[_Job], batch_size: int, *, total: int | None = None
+                      ) -> Iterator[list[tuple[Any, np.ndarray]]]:
+        """Class counts (phases, num_classes) per job, yielded as groups of jobs finished together.
+
+        The samples of consecutive jobs are packed into forward batches of ``batch_size`` (no
+        larger than ``total``, the number of samples of all jobs, when known); a job is read back
+        (one host sync for the whole group) after the batch holding its last sample.
+        """
+        self.base_classifier.eval()
+        packer = _BatchPacker(self, batch_size if total is None else max(1, min(batch_size, total)))
+        finished: list[tuple[Any, torch.Tensor]] = []
+        for job in jobs:
+            counts = packer.new_counts(len(job.sizes))
+            block = max(1, NOISE_BLOCK_VALUES // job.x.numel())
+            for phase, size in enumerate(job.sizes):
+                for start in range(0, size, block):
+                    forwarded = packer.add(job.x, job.generator, min(block, size - start),
+                                           counts[phase])
+                    if forwarded and finished:
+                        yield _to_host(finished)
+                        finished = []
+            finished.append((job.key, counts))
+        packer.flush()
+        if finished:
+            yield _to_host(finished)
+
+
+def _to_host(finished: list[tuple[Any, torch.Tensor]]) -> list[tuple[Any, np.ndarray]]:
+    with torch.inference_mode():
+        host = torch.stack([counts for _, counts in finished]).cpu().numpy()
+    return [(key, host[k]) for k, (key, _) in enumerate(finished)]
+
+
+class _BatchPacker:
+    """Fills a forward buffer with noisy copies x + sigma * noise and tallies argmax predictions
+    into per-(input, phase) int64 count rows on the device; no host synchronisation."""
+
+    def __init__(self, smooth: Smooth, batch_size: int) -> None:
+        self.smooth = smooth
+        self.batch_size = batch_size
+        self.device = smooth.device
+        self.buffer: torch.Tensor | None = None
+        self.fill = 0
+        self.pieces: list[tuple[torch.Tensor, int, int]] = []   # (count row, start, stop)
+        with torch.inference_mode():
+            self.ones = torch.ones(batch_size, dtype=torch.int64, device=self.device)
+
+    @torch.inference_mode()
+    def new_counts(self, phases: int) -> torch.Tensor:
+        return torch.zeros((phases, self.smooth.num_classes), dtype=torch.int64, device=self.device)
+
+    @torch.inference_mode()
+    def add(self, x: torch.Tensor, generator: torch.Generator | None, size: int,
+            counts: torch.Tensor) -> bool:
+        """Draw ``size`` noise samples for x, tally them into ``counts``; True if a batch ran."""
+        self._ensure_buffer(x)
+        noise = torch.randn((size, *x.shape), generator=generator, device=self.device, dtype=x.dtype)
+        forwarded, offset = False, 0
+        while offset < size:
+            take = min(size - offset, self.batch_size - self.fill)
+            torch.add(x, noise[offset:offset + take], alpha=self.smooth.sigma,
+                      out=self.buffer[self.fill:self.fill + take])
+            self.pieces.append((counts, self.fill, self.fill + take))
+            self.fill += take
+            offset += take
+            if self.fill == self.batch_size:
+                self.flush()
+                forwarded = True
+        return forwarded
+
+    def _ensure_buffer(self, x: torch.Tensor) -> None:
+        buffer = self.buffer
+        if buffer is not None and buffer.shape[1:] == x.shape and buffer.dtype == x.dtype:
+            return
+        self.flush()
+        memory_format = torch.channels_last if self.smooth.channels_last else torch.contiguous_format
+        self.buffer = torch.empty((self.batch_size, *x.shape), dtype=x.dtype, device=self.device,
+                                  memory_format=memory_format)
+
+    @torch.inference_mode()
+    def flush(self) -> None:
+        """Classify the filled part of the buffer and add the predictions to the count rows."""
+        if self.fill == 0:
+            return
+        smooth = self.smooth
+        autocast = (torch.autocast(self.device.type, dtype=smooth.autocast_dtype)
+                    if smooth.autocast_dtype is not None else contextlib.nullcontext())
+        with autocast:
+            logits = smooth.base_classifier(self.buffer[:self.fill])
+        if logits.ndim != 2 or logits.shape != (self.fill, smooth.num_classes):
+            raise ValueError(f"base_classifier must return logits of shape (batch, num_classes="
+                             f"{smooth.num_classes}), got {tuple(logits.shape)}")
+        predictions = logits.argmax(1)   # ties -> lowest class index, as the reference
+        # index_add_ rather than bincount: CUDA bincount reads the maximum back to the host.
+        for counts, start, stop in self.pieces:
+            counts.index_add_(0, predictions[start:stop], self.ones[:stop - start])
+        self.pieces = []
+        self.fill = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------------------------
+
+def _check_certify_args(n0: int, n: int, alpha: float, batch_size: int) -> None:
+    check.positive_int("n0", n0)
+    check.positive_int("n", n)
+    check.probability("alpha", alpha)
+    check.positive_int("batch_size", batch_size)
+
+
+def _check_inputs(name: str, x: Any, *, batched: bool) -> None:
+    """x must be a floating tensor of shape (C, H, W) (or (K, C, H, W)) with values in [0, 1]."""
+    want = "(K, C, H, W)" if batched else "(C, H, W)"
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {want}, got {type(x)!r}")
+    if x.ndim != (4 if batched else 3) or x.numel() == 0:
+        raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    low, high = (float(v) for v in torch.aminmax(x.detach()))
+    if not (0.0 <= low and high <= 1.0):
+        raise ValueError(f"{name} must hold images in [0, 1] (normalisation belongs inside the "
+                         f"model), got values in [{low}, {high}]")
+
+
+def _one_input(name: str, x: Any) -> torch.Tensor:
+    _check_inputs(name, x, batched=False)
+    return x.unsqueeze(0)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset-level certification: the reference TSV, resumable and shardable
+# --------------------------------------------------------------------------------------------
+
+_HEADER = "\t".join(TSV_COLUMNS + EXTRA_COLUMNS)
+
+
+def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int, n: int,
+                    alpha: float, batch_size: int, out_path: str | Path,
+                    indices: Iterable[int] | None = None, start: int = 0, stop: int | None = None,
+                    skip: int = 1, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """CERTIFY every selected example and write one TSV row per example; return the whole file.
+
+    ``images[idx]`` is an input (C, H, W) in [0, 1] and ``labels[idx]`` its class; with
+    ``labels=None``, ``images[idx]`` is an ``(x, y)`` pair (a torchvision-style dataset).  The
+    examples are ``indices`` or ``range(start, stop, skip)`` (the reference's ``--skip``; use
+    disjoint ranges and one ``out_path`` each to shard a run over processes).  Each row carries the
+    guarantee of ``Smooth.certify`` at level alpha for that example.
+
+    Rows are the reference columns ``idx label predict radius correct time`` (time in the
+    reference's ``H:MM:SS.ffffff`` form, the batch's wall time shared among the inputs it finished)
+    followed by ``p_lower count n``; floats are written at full precision, one flushed line per
+    example.  Re-running with the same ``out_path`` resumes: finished ``idx`` are skipped and a torn
+    last line is dropped.  The noise of example idx comes from ``example_generator(seed, idx,
+    smooth.device)``, so a resumed run writes the same rows (``time`` aside) as an uninterrupted
+    one, whatever ``batch_size``.  The settings are kept in ``<out_path>.meta.json`` and a resume
+    with different ones is refused.
+    """
+    _check_certify_args(n0, n, alpha, batch_size)
+    check.integer("seed", seed, low=0)
+    if not (hasattr(images, "__len__") and hasattr(images, "__getitem__")):
+        raise ValueError(f"images must be indexable with a length (a tensor, list or dataset), "
+                         f"got {type(images)!r}")
+    order = _selected_indices(len(images), indices, start, stop, skip)
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"labels must have one entry per image ({len(images)}), got {len(labels)}")
+    path = Path(out_path)
+    check.directory("out_path's folder", path.parent if str(path.parent) else Path("."))
+    settings = {"sigma": smooth.sigma, "num_classes": smooth.num_classes, "n0": n0, "n": n,
+                "alpha": alpha, "seed": seed, "autocast_dtype": str(smooth.autocast_dtype)}
+    done = _prepare_output(path, settings, smooth.device)
+    todo = [idx for idx in order if idx not in done]
+    device = smooth.device
+
+    def items() -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Generator]]:
+        for idx in todo:
+            x, label = (images[idx], labels[idx]) if labels is not None else images[idx]
+            yield (idx, int(label)), x, example_generator(seed, idx, device)
+
+    with path.open("a", encoding="utf-8") as out, tqdm(
+            total=len(order), initial=len(order) - len(todo), desc=f"certify {path.name}",
+            disable=None if progress else True, unit="input") as bar:
+        last = time.perf_counter()
+        for group in smooth._certify_groups(items(), n0, n, alpha, batch_size,
+                                            total=len(todo) * (n0 + n)):
+            now = time.perf_counter()
+            seconds, last = (now - last) / len(group), now
+            for (idx, label), certificate in group:
+                out.write(_tsv_row(idx, label, certificate, seconds))
+                out.flush()
+                bar.update(1)
+    return read_certify_tsv(path)
+
+
+def _selected_indices(size: int, indices: Iterable[int] | None, start: int, stop: int | None,
+                      skip: int) -> list[int]:
+    check.integer("start", start, low=0)
+    check.positive_int("skip", skip)
+    if stop is not None:
+        check.integer("stop", stop, low=0)
+    if indices is None:
+        return list(range(start, size if stop is None else min(stop, size), skip))
+    if (start, stop, skip) != (0, None, 1):
+        raise ValueError("give either indices or start/stop/skip, not both")
+    order = list(indices)
+    for idx in order:
+        check.integer("indices[i]", idx, low=0, high=size - 1)
+    if len(set(order)) != len(order):
+        raise ValueError("indices must not repeat an index")
+    return order
+
+
+def _tsv_row(idx: int, label: int, certificate: Certificate, seconds: float) -> str:
+    correct = int(certificate.prediction == label)
+    fields = (idx, label, certificate.prediction, repr(float(certificate.radius)), correct,
+              str(datetime.timedelta(seconds=seconds)), repr(float(certificate.p_lower)),
+              certificate.count, certificate.n)
+    return "\t".join(map(str, fields)) + "\n"
+
+
+def _prepare_output(path: Path, settings: dict[str, Any], device: torch.device) -> set[int]:
+    """Create the TSV and its settings file, or check them for a resume; return the finished idx."""
+    meta_path = path.with_name(path.name + ".meta.json")
+    meta = {**settings, "device_type": device.type}
+    if not path.exists() or path.stat().st_size == 0:
+        path.write_text(_HEADER + "\n", encoding="utf-8")
+        meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        return set()
+    text = _drop_torn_line(path)
+    lines = text.splitlines()
+    if not lines or lines[0] != _HEADER:
+        raise ValueError(f"out_path {str(path)!r} exists but is not a certify TSV with columns "
+                         f"{_HEADER!r}; choose another out_path")
+    if not meta_path.exists():
+        raise ValueError(f"out_path {str(path)!r} has no settings file {meta_path.name!r}, so a "
+                         "resume cannot be checked; move the TSV away or choose another out_path")
+    previous = json.loads(meta_path.read_text(encoding="utf-8"))
+    changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+    if changed:
+        raise ValueError(f"out_path {str(path)!r} was written with other settings "
+                         f"(previous, now): {changed}; choose another out_path")
+    if previous.get("device_type") != device.type:
+        warnings.warn(f"resuming {path.name} on {device.type} (started on "
+                      f"{previous.get('device_type')}): rows stay valid but differ from an "
+                      "uninterrupted run", stacklevel=3)
+    done = set()
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != len(TSV_COLUMNS) + len(EXTRA_COLUMNS):
+            raise ValueError(f"{str(path)!r} line {number} is malformed: {line!r}")
+        done.add(int(fields[0]))
+    return done
+
+
+def _drop_torn_line(path: Path) -> str:
+    """Cut a last line left without its newline by a kill mid-write; return the remaining text."""
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        keep = text.rfind("\n") + 1
+        with path.open("r+b") as handle:
+            handle.truncate(len(text[:keep].encode("utf-8")))
+        text = text[:keep]
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and analysing certify TSVs
+# --------------------------------------------------------------------------------------------
+
+def read_certify_tsv(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """Read one or several certify TSVs (ours or the reference's) into one frame sorted by idx.
+
+    The reference columns are required; ``p_lower``, ``count`` and ``n`` are kept when present.
+    ``time`` becomes float seconds whether written as seconds or as ``H:MM:SS.ffffff``.  A last
+    line torn by a kill is ignored; an idx present in two files (overlapping shards) is an error.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames = [_read_one_tsv(Path(p)) for p in paths]
+    if not frames:
+        raise ValueError("paths must name at least one certify TSV")
+    frame = pd.concat(frames, ignore_index=True)
+    repeated = frame["idx"][frame["idx"].duplicated()].unique()
+    if len(repeated):
+        raise ValueError(f"idx {list(repeated[:10])} appear in more than one row; "
+                         "shards must be disjoint")
+    return frame.sort_values("idx", kind="stable").reset_index(drop=True)
+
+
+def _read_one_tsv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ValueError(f"certify TSV {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    header_width = len(lines[0].split("\t"))
+    if not text.endswith("\n") and len(lines) > 1 and len(lines[-1].split("\t")) < header_width:
+        text = "\n".join(lines[:-1]) + "\n"          # torn last line of a killed run
+    frame = pd.read_csv(io.StringIO(text), sep="\t")
+    missing = [c for c in TSV_COLUMNS if c != "time" and c not in frame.columns]
+    if missing:
+        raise ValueError(f"{str(path)!r} lacks the certify columns {missing}")
+    if "time" in frame.columns and not pd.api.types.is_numeric_dtype(frame["time"]):
+        frame["time"] = pd.to_timedelta(frame["time"]).dt.total_seconds()
+    frame["radius"] = frame["radius"].astype(float)
+    return frame
+
+
+def merge_certify_tsv(paths: Iterable[str | Path], out_path: str | Path) -> pd.DataFrame:
+    """Merge shard TSVs into one file at ``out_path`` (sorted by idx, full precision); return it.
+
+    The merged file is for reading; it has no settings file, so resumes go to the shard files.
+    """
+    frame = read_certify_tsv(list(paths))
+    times = frame["time"].map(lambda s: str(datetime.timedelta(seconds=float(s)))) \
+        if "time" in frame.columns else None
+    out = frame.copy()
+    if times is not None:
+        out["time"] = times
+    out.to_csv(out_path, sep="\t", index=False, float_format=lambda v: repr(float(v)))
+    return frame
+
+
+def _curve_columns(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(df, pd.DataFrame) or not {"correct", "radius"} <= set(df.columns):
+        raise ValueError("df must be a DataFrame with 'correct' and 'radius' columns "
+                         "(see read_certify_tsv)")
+    if len(df) == 0:
+        raise ValueError("df must hold at least one certified example")
+    return df["correct"].to_numpy().astype(bool), df["radius"].to_numpy(dtype=float)
+
+
+def certified_accuracy(df: pd.DataFrame, radii: float | Sequence[float] | np.ndarray) -> np.ndarray:
+    """Fraction of all rows that are correct with certified radius >= r, for each r in ``radii``.
+
+    Abstentions and wrong predictions count as failures (Cohen et al.'s ``ApproximateAccuracy``).
+    Returns an array of ``radii``'s shape.
+    """
+    correct, radius = _curve_columns(df)
+    radii = np.asarray(radii, dtype=float)
+    return (correct[:, None] & (radius[:, None] >= radii.reshape(1, -1))).mean(0).reshape(radii.shape)
+
+
+def acr(df: pd.DataFrame) -> float:
+    """Average certified radius: mean of correct * radius over all rows (SmoothMix, Sec. 4)."""
+    correct, radius = _curve_columns(df)
+    return float((correct * radius).mean())
+
+
+def abstention_rate(df: pd.DataFrame) -> float:
+    """Fraction of rows where CERTIFY (or PREDICT) abstained (SmoothAdv, Table 4)."""
+    if not isinstance(df, pd.DataFrame) or "predict" not in df.columns or len(df) == 0:
+        raise ValueError("df must be a non-empty DataFrame with a 'predict' column")
+    return float((df["predict"].to_numpy() == ABSTAIN).mean())
+
+
+def upper_envelope(curves: Mapping[Any, Any] | Iterable[Any],
+                   radii: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Best certified accuracy over models at each radius (SmoothAdv, Fig. 1 envelopes).
+
+    ``curves`` holds certify frames (evaluated at ``radii``) or accuracy arrays already evaluated
+    at ``radii``; a mapping's values are used.
+    """
+    radii = np.asarray(radii, dtype=float).reshape(-1)
+    values = curves.values() if isinstance(curves, Mapping) else curves
+    rows = [certified_accuracy(c, radii) if isinstance(c, pd.DataFrame) else np.asarray(c, dtype=float)
+            for c in values]
+    if not rows:
+        raise ValueError("curves must hold at least one model")
+    for row in rows:
+        if row.shape != radii.shape:
+            raise ValueError(f"each curve must have one value per radius ({radii.size}), "
+                             f"got {row.shape}")
+    return np.max(np.stack(rows), axis=0)
+
+
+def l2_to_linf(radius_l2: float | np.ndarray, dim: int) -> float | np.ndarray:
+    """The l-inf radius implied by an l2 certificate in dimension ``dim``: r / sqrt(dim).
+
+    An l-inf ball of radius e lies inside the l2 ball of radius e * sqrt(dim) (SmoothAdv, Sec. 4,
+    Table 3: 2/255 on CIFAR-10 needs an l2 radius of 0.435).
+    """
+    check.positive_int("dim", dim)
+    radius = np.asarray(radius_l2, dtype=float)
+    if (radius < 0).any() or not np.isfinite(radius).all():
+        raise ValueError(f"radius_l2 must be finite and >= 0, got {radius_l2!r}")
+    result = radius / math.sqrt(dim)
+    return float(result) if result.ndim == 0 else result
+
+
+def high_prob_accuracy(df: pd.DataFrame, radii: float | Sequence[float] | np.ndarray, *,
+                       alpha: float, rho: float) -> np.ndarray:
+    """A (1 - rho) lower bound on the true certified accuracy of g (Cohen et al.'s HighProbAccuracy).
+
+    Each of the N rows is wrong with probability <= alpha (CERTIFY's failure rate, independent
+    across rows since each draws its own noise), so the approximate accuracy minus alpha minus a
+    Bernstein deviation term, ``sqrt(alpha (1 - alpha) ln(1/rho) / N) + ln(1/rho) / (3N)``, bounds
+    it.  Not clipped at 0, as the reference.
+    """
+    check.probability("alpha", alpha)
+    check.probability("rho", rho)
+    accuracy = certified_accuracy(df, radii)
+    count = len(df)
+    log_term = math.log(1 / rho)
+    return accuracy - alpha - math.sqrt(alpha * (1 - alpha) * log_term / count) - log_term / (3 * count)
