@@ -41,3 +41,8 @@ def learning_curves(iters: Mapping[str, pd.DataFrame], epochs: Mapping[str, pd.D
     ax_val.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def caption(fig, text: str) -> None:
+    """Put ``text`` (the scale note) under the figure, below its axis labels."""
+    fig.text(0.0, 0.0, text, ha="left", va="top", fontsize="x-small", wrap=True, transform=fig.transFigure)

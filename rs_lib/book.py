@@ -1,0 +1,317 @@
+"""Execute the book's notebooks with papermill and build the Jupyter Book (DESIGN.md, "The book").
+
+A chapter is a parameterised notebook ``notebooks/<name>.ipynb``, stored without outputs.  papermill
+executes it into ``book/executed/<name>.ipynb`` with ``profile`` and ``device`` injected after its
+cell tagged ``parameters``; Jupyter Book (execution off) then renders the executed copies listed in
+``_toc.yml``.  Notebooks run one after another, never two torch processes at once (TOOLCHAIN.md).
+
+Adding a chapter: write ``notebooks/<name>.ipynb``, add ``"<name>"`` to :data:`NOTEBOOKS` and
+``book/executed/<name>`` to ``_toc.yml`` (a test checks that the three agree).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from . import _validate as check
+from .profiles import PROFILES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+EXECUTED_DIR = REPO_ROOT / "book" / "executed"
+TOC = REPO_ROOT / "_toc.yml"
+MATHJAX = REPO_ROOT / "book" / "_static" / "mathjax" / "tex-svg.js"
+KERNEL = "python3"
+
+#: The executed chapters, in reading order (the same order as in ``_toc.yml``).
+NOTEBOOKS: tuple[str, ...] = (
+    "noise_training",
+)
+
+
+def notebook_path(name: str | Path) -> Path:
+    """The source notebook for a chapter name (``notebooks/<name>.ipynb``) or a path to an .ipynb."""
+    if isinstance(name, Path) or str(name).endswith(".ipynb"):
+        path = Path(name)
+    elif isinstance(name, str) and name and "/" not in name:
+        path = NOTEBOOK_DIR / f"{name}.ipynb"
+    else:
+        raise ValueError(f"name must be a notebook name (e.g. {NOTEBOOKS[0]!r}) or a path to an .ipynb "
+                         f"file, got {name!r}")
+    if not path.is_file():
+        raise ValueError(f"name: notebook {str(path)!r} does not exist; the book's notebooks are "
+                         f"{', '.join(NOTEBOOKS)} (in {NOTEBOOK_DIR})")
+    return path
+
+
+def notebook_parameters(path: str | Path) -> tuple[str, ...]:
+    """Names assigned at top level in the notebook's cell tagged ``parameters``, in order.
+
+    papermill only warns about a parameter the notebook does not define (and then injects it
+    anyway), so these names are what :func:`execute_notebook` accepts.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise ValueError(f"notebook {str(path)!r} has no code cell tagged 'parameters'; papermill "
+                         f"needs one to inject profile and device")
+    try:
+        body = ast.parse(cells[0].source).body
+    except SyntaxError as err:
+        raise ValueError(f"the 'parameters' cell of {str(path)!r} is not plain Python: {err}") from None
+    names: list[str] = []
+    for node in body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        else:
+            continue
+        while targets:
+            target = targets.pop(0)
+            if isinstance(target, (ast.Tuple, ast.List)):
+                targets = list(target.elts) + targets
+            elif isinstance(target, ast.Name) and target.id not in names:
+                names.append(target.id)
+    return tuple(names)
+
+
+def toc_notebooks(toc: str | Path = TOC) -> tuple[str, ...]:
+    """The executed notebooks that ``_toc.yml`` lists (``book/executed/<name>``), in order."""
+    import yaml
+
+    prefix = "book/executed/"
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            entry = node.get("file")
+            if isinstance(entry, str) and entry.startswith(prefix):
+                found.append(entry[len(prefix):].removesuffix(".ipynb"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load(Path(toc).read_text(encoding="utf8")))
+    return tuple(found)
+
+
+def _check_device(device: str) -> str:
+    if not isinstance(device, str):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]' (a string), got {device!r}")
+    check.resolve_device("device", device)
+    return device
+
+
+def _check_threads(threads: int | None) -> int:
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+    return check.positive_int("threads", threads)
+
+
+def _check_parameters(path: Path, parameters: Mapping[str, Any]) -> None:
+    known = notebook_parameters(path)
+    for name in parameters:
+        if name not in known:
+            raise ValueError(f"parameters: {name!r} is not a parameter of {path.name}; its 'parameters' "
+                             f"cell defines {', '.join(known) or 'nothing'}")
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the kernel papermill starts (it inherits ours), then restore."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def execute_notebook(name: str | Path, *, profile: str, device: str = "auto", output_dir: str | Path,
+                     parameters: Mapping[str, Any] | None = None, progress: bool = True,
+                     threads: int | None = None) -> Path:
+    """Run a notebook top to bottom with papermill and return the executed copy's path.
+
+    ``name`` is a chapter name (``notebooks/<name>.ipynb``) or a path to an .ipynb file.  The
+    kernel is ``python3`` of this Python, its working directory the repository root; ``profile``
+    (one of smoke / cpu / paper), ``device`` and ``parameters`` are injected after the cell tagged
+    ``parameters``, and every name must be defined there.  ``threads`` sets ``OMP_NUM_THREADS`` for
+    the kernel (default: the current ``OMP_NUM_THREADS``, else all cores).  The executed notebook
+    is written to ``output_dir/<name>.ipynb``; a failing cell raises papermill's
+    ``PapermillExecutionError`` (the partial notebook, with the traceback, is still written).
+    """
+    check.choice("profile", profile, PROFILES)
+    _check_device(device)
+    n_threads = _check_threads(threads)
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    out_dir = check.directory("output_dir", output_dir, must_exist=False)
+    path = notebook_path(name)
+    if parameters is not None and not isinstance(parameters, Mapping):
+        raise ValueError(f"parameters must be a mapping of parameter name to value, got {parameters!r}")
+    extra = dict(parameters or {})
+    for reserved in ("profile", "device"):
+        if reserved in extra:
+            raise ValueError(f"parameters: pass {reserved!r} as the {reserved}= argument, not in parameters")
+    injected = {"profile": profile, "device": device, **extra}
+    _check_parameters(path, injected)
+
+    import papermill
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / f"{path.stem}.ipynb"
+    with _environment(OMP_NUM_THREADS=str(n_threads)):
+        papermill.execute_notebook(str(path), str(output), parameters=injected, kernel_name=KERNEL,
+                                   cwd=str(REPO_ROOT), progress_bar=progress, log_output=False)
+    return output
+
+
+_REMOTE = re.compile(r"^\s*(https?:)?//", re.IGNORECASE)
+_CSS_URL = re.compile(r"""(?:url\(|@import)\s*['"]?\s*((?:https?:)?//[^'")\s]+)""", re.IGNORECASE)
+_QUOTED_URL = re.compile(r"""['"]((?:https?:)?//[^'"\s]+)['"]""", re.IGNORECASE)
+
+
+class _RemoteResources(HTMLParser):
+    """Collects what a page would fetch from another host when opened: script, style sheet, image,
+    frame and media sources, CSS url()/@import, and addresses quoted in inline scripts.  Links a
+    reader may click (``<a href>``) are not fetched and are allowed."""
+
+    _ATTRS = {"script": ("src",), "link": ("href",), "img": ("src", "srcset"), "iframe": ("src",),
+              "source": ("src", "srcset"), "video": ("src", "poster"), "audio": ("src",),
+              "embed": ("src",), "object": ("data",), "track": ("src",), "input": ("src",)}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value and name in self._ATTRS.get(tag, ()) and _REMOTE.match(value):
+                self.found.append(f"<{tag} {name}={value!r}>")
+            if value and name == "style":
+                self.found += [f"style url {u!r}" for u in _CSS_URL.findall(value)]
+        self._in = tag if tag in ("script", "style") else None
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "style":
+            self.found += [f"<style> url {u!r}" for u in _CSS_URL.findall(data)]
+        elif self._in == "script":
+            self.found += [f"<script> {u!r}" for u in _QUOTED_URL.findall(data)]
+
+
+def remote_resources(site_dir: str | Path) -> dict[str, list[str]]:
+    """For each page of a built site, the resources it would fetch from another host (empty = offline).
+
+    Checks every ``.html`` page outside ``_static`` and every ``.css`` file (``url()``, ``@import``);
+    hyperlinks the reader may follow are not resources and are not reported.
+    """
+    site = check.directory("site_dir", site_dir)
+    report: dict[str, list[str]] = {}
+    for page in sorted(site.rglob("*.html")):
+        if "_static" in page.relative_to(site).parts:
+            continue
+        parser = _RemoteResources()
+        parser.feed(page.read_text(encoding="utf8", errors="replace"))
+        if parser.found:
+            report[str(page.relative_to(site))] = parser.found
+    for sheet in sorted(site.rglob("*.css")):
+        urls = _CSS_URL.findall(sheet.read_text(encoding="utf8", errors="replace"))
+        if urls:
+            report[str(sheet.relative_to(site))] = [f"url {u!r}" for u in urls]
+    return report
+
+
+def build_site(*, toc: str | Path | None = None, path_output: str | Path | None = None) -> Path:
+    """``jupyter-book build --all -W -n --keep-going`` of the repository; returns the site's index.html.
+
+    Warnings are errors, and so is a page that would load anything from the network (see
+    :func:`remote_resources`).  ``toc`` replaces ``_toc.yml`` and ``path_output`` the output folder
+    (``<path_output>/_build/html``); both default to the repository's.
+    """
+    if not MATHJAX.is_file():
+        raise FileNotFoundError(f"{MATHJAX} is missing, so formulas would not render offline; "
+                                f"run `make mathjax` (fetches MathJax 3.2.2 with npm)")
+    executable = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(executable) if executable.exists() else "jupyter-book",
+           "build", "--all", "-W", "-n", "--keep-going", str(REPO_ROOT)]
+    if toc is not None:
+        cmd += ["--toc", str(Path(toc).resolve())]
+    out_root = REPO_ROOT if path_output is None else Path(path_output).resolve()
+    if path_output is not None:
+        cmd += ["--path-output", str(out_root)]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed (exit {result.returncode}; warnings count as "
+                           f"errors): see its messages above")
+    html = out_root / "_build" / "html"
+    remote = remote_resources(html)
+    if remote:
+        listing = "\n".join(f"  {page}: {', '.join(found)}" for page, found in remote.items())
+        raise RuntimeError(f"the site in {html} would load resources from the network, but it must "
+                           f"work offline:\n{listing}")
+    return html / "index.html"
+
+
+def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequence[str] | None = None,
+               build: bool = True, threads: int | None = None, progress: bool = True) -> Path | None:
+    """Execute the book's notebooks in ``profile``, one after another, then build the site.
+
+    ``notebooks`` limits execution to some chapters (the others must have been executed before for
+    the build).  Finished runs are read from the run store, so a rebuild does not retrain.  Returns
+    ``_build/html/index.html`` (None with ``build=False``).
+    """
+    check.choice("profile", profile, PROFILES)
+    _check_device(device)
+    n_threads = _check_threads(threads)
+    for flag, value in (("build", build), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
+    if toc_notebooks() != NOTEBOOKS:
+        raise ValueError(f"_toc.yml lists the executed notebooks {list(toc_notebooks())} but "
+                         f"rs_lib.book.NOTEBOOKS is {list(NOTEBOOKS)}: make them agree")
+    if notebooks is None:
+        selected = list(NOTEBOOKS)
+    else:
+        if isinstance(notebooks, str) or not all(isinstance(n, str) for n in notebooks):
+            raise ValueError(f"notebooks must be a list of notebook names, got {notebooks!r}")
+        selected = [check.choice("notebooks", n.removesuffix(".ipynb"), NOTEBOOKS) for n in notebooks]
+    for name in selected:
+        notebook_path(name)
+
+    for i, name in enumerate(selected, 1):
+        print(f"[{i}/{len(selected)}] notebooks/{name}.ipynb -> book/executed/{name}.ipynb "
+              f"(profile {profile}, device {device}, {n_threads} threads)", flush=True)
+        execute_notebook(name, profile=profile, device=device, output_dir=EXECUTED_DIR,
+                         progress=progress, threads=n_threads)
+    if not build:
+        return None
+    missing = [n for n in NOTEBOOKS if not (EXECUTED_DIR / f"{n}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(f"not executed yet: {', '.join(missing)}; run `python -m rs_lib book "
+                                f"--profile {profile}` without --notebooks first")
+    index = build_site()
+    print(f"The book is at {index} (open file://{index})", flush=True)
+    return index

@@ -1,0 +1,79 @@
+"""The Jupyter Book configuration: the site builds with warnings as errors, serves MathJax from
+its own _static folder, and loads nothing from the network."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rs_lib import book
+
+
+def test_intro_builds_offline_with_local_mathjax(tmp_path):
+    assert book.MATHJAX.is_file(), "run `make mathjax` (part of `make setup`) first"
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: book/intro\n")
+    index = book.build_site(toc=toc, path_output=tmp_path / "site")  # raises on a warning
+    html = index.parent
+    page = (html / "book" / "intro.html").read_text(encoding="utf8")
+    scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', page)
+    assert scripts and all(s.startswith("../_static/mathjax/tex-svg.js") for s in scripts)
+    assert (html / "_static" / "mathjax" / "tex-svg.js").stat().st_size > 1_000_000
+    assert 'class="citation"' in page  # the bibliography rendered from book/references.bib
+    assert book.remote_resources(html) == {}
+
+
+@pytest.mark.parametrize("snippet", [
+    '<script src="https://cdn.example.org/require.min.js"></script>',
+    '<link rel="stylesheet" href="//fonts.example.com/css">',
+    '<script>const THEBE_JS_URL = "https://unpkg.com/thebe@0.8.2/lib/index.js"</script>',
+    '<style>@import url("https://fonts.example.com/x.css");</style>',
+    '<img src="http://example.org/a.png">',
+])
+def test_remote_resources_reports_network_loads(tmp_path, snippet):
+    (tmp_path / "page.html").write_text(f"<html><head>{snippet}</head><body></body></html>")
+    assert list(book.remote_resources(tmp_path)) == ["page.html"]
+
+
+def test_remote_resources_allows_links_and_local_files(tmp_path):
+    (tmp_path / "page.html").write_text(
+        '<html><head><script src="_static/mathjax/tex-svg.js"></script></head><body>'
+        '<a href="https://doi.org/10.1000/1">paper</a><img src="fig.png">'
+        '<svg xmlns="http://www.w3.org/2000/svg"></svg></body></html>')
+    (tmp_path / "style.css").write_text('a { background: url("data:image/svg+xml;utf8,<svg/>") }')
+    assert book.remote_resources(tmp_path) == {}
+
+
+def test_environment_yml_has_the_pyproject_pins():
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((book.REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pins = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = yaml.safe_load((book.REPO_ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip) - {"-e ."} == pins and "-e ." in pip
+    assert "python=3.11" in env["dependencies"]
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"profile": "laptop"}, "profile"),
+    ({"device": "tpu"}, "device"),
+    ({"threads": -2}, "threads"),
+    ({"notebooks": ["no_such_chapter"]}, "notebooks"),
+    ({"notebooks": "noise_training"}, "notebooks"),
+    ({"build": "no"}, "build"),
+])
+def test_build_book_rejects_bad_arguments_before_running_anything(kwargs, argument, monkeypatch):
+    monkeypatch.setattr(book, "execute_notebook", lambda *a, **k: pytest.fail("executed a notebook"))
+    with pytest.raises(ValueError, match=argument):
+        book.build_book(**kwargs)
+
+
+def test_build_book_refuses_a_toc_that_disagrees_with_NOTEBOOKS(monkeypatch):
+    monkeypatch.setattr(book, "NOTEBOOKS", book.NOTEBOOKS + ("unlisted_chapter",))
+    monkeypatch.setattr(book, "execute_notebook", lambda *a, **k: pytest.fail("executed a notebook"))
+    with pytest.raises(ValueError, match="make them agree"):
+        book.build_book(profile="smoke")
