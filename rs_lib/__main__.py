@@ -1,4 +1,4 @@
-"""Command line: ``python -m rs_lib {train,data,book,list} ...``.
+"""Command line: ``python -m rs_lib {train,certify,evaluate,data,book,list} ...``.
 
 Every subcommand validates its arguments before any heavy work and exits with status 2 and a
 one-line message naming the bad argument.
@@ -15,6 +15,10 @@ from typing import Any
 EPILOG = """examples:
   python -m rs_lib list                                   # methods, datasets, models
   python -m rs_lib train --method gaussian --param sigma=0.5 --dataset fashion-mnist --model lenet --epochs 5
+  python -m rs_lib certify --run results/adhoc/<hash> --n 10000 --stop 500 --out cert.tsv
+                                                          # CERTIFY the run's best model (sigma: the run's)
+  python -m rs_lib evaluate --run results/adhoc/<hash> --protocol clean pgd20_bs autoattack_fast
+                                                          # robust accuracy table (eps: the run's)
   python -m rs_lib data --download fashion-mnist          # fetch a dataset (needs network)
   python -m rs_lib book --profile cpu                     # execute every notebook, build the site
 results land in results/<experiment>/<config hash>/ (or $RS_RESULTS); a finished run is reused."""
@@ -94,6 +98,200 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_certify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("certify", help="certify a trained model with randomized smoothing (Cohen et al.)",
+                       description="CERTIFY every selected example of a dataset split with the Gaussian-smoothed "
+                                   "model of a stored run (its best or last checkpoint) or of a checkpoint file, "
+                                   "writing the reference TSV (idx label predict radius correct time + p_lower "
+                                   "count n). Re-running with the same --out resumes; disjoint --start/--stop "
+                                   "ranges shard a run.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="DIR", help="a run directory results/<experiment>/<hash>/")
+    src.add_argument("--checkpoint", metavar="PATH",
+                     help="a checkpoint .pt file of a run (its config: inside the file or config.json beside it)")
+    p.add_argument("--which", default="best", help="with --run: best or last checkpoint (default: best)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="noise level (default: the run's training sigma, if its method has one)")
+    p.add_argument("--dataset", default=None, help="dataset (default: the run's)")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--n0", type=int, default=100, help="selection samples (default: 100)")
+    p.add_argument("--n", type=int, default=100_000, help="estimation samples (default: 100,000)")
+    p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
+    p.add_argument("--batch", type=int, default=1000, help="noisy samples per forward (default: 1000)")
+    p.add_argument("--start", type=int, default=0, help="first dataset index (default: 0)")
+    p.add_argument("--stop", type=int, default=None, help="index to stop before (default: the end)")
+    p.add_argument("--skip", type=int, default=1, help="certify every SKIP-th index (default: 1)")
+    p.add_argument("--out", required=True, metavar="PATH", help="output TSV (resumed if it exists)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed; example idx uses (seed, idx)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--channels-last", action="store_true", help="channels-last batches (same predictions)")
+    p.add_argument("--data-root", default=None, help="directory with the datasets (default: $RS_DATA or data/)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _load_for_certify(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(TrainConfig, state_dict) of --run/--checkpoint, checked before any heavy work."""
+    from pathlib import Path
+
+    import torch
+
+    from . import _validate as check
+    from .train import TrainConfig
+
+    if args.run is not None:
+        run = check.directory("--run", args.run)
+        check.choice("--which", args.which, ("best", "last"))
+        path, config_path = run / f"checkpoint_{args.which}.pt", run / "config.json"
+        if not config_path.is_file():
+            raise ValueError(f"--run {str(run)!r} is not a run directory (no config.json)")
+        if not path.is_file():
+            raise ValueError(f"--run {str(run)!r} has no checkpoint_{args.which}.pt (unfinished run?)")
+    else:
+        path = Path(args.checkpoint)
+        if not path.is_file():
+            raise ValueError(f"--checkpoint {str(path)!r} does not exist")
+        config_path = path.parent / "config.json"
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{str(path)!r} is not an rs_lib checkpoint (no 'model' entry)")
+    if isinstance(state.get("config"), dict):
+        config = state["config"]
+    elif config_path.is_file():
+        config = json.loads(config_path.read_text())
+    else:
+        raise ValueError(f"no configuration for {str(path)!r}: expected config.json beside it")
+    return TrainConfig(**config), state["model"]
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import _validate as check
+    from . import data
+    from .smoothing import Smooth, acr, certify_dataset
+
+    for name in ("n0", "n", "batch", "skip"):
+        check.positive_int(f"--{name}", getattr(args, name))
+    check.probability("--alpha", args.alpha)
+    check.integer("--start", args.start, low=0)
+    if args.stop is not None:
+        check.integer("--stop", args.stop, low=args.start)
+    check.integer("--seed", args.seed, low=0)
+    check.choice("--split", args.split, ("train", "val", "test"))
+    out = Path(args.out)
+    check.directory("--out's folder", out.parent if str(out.parent) else Path("."))
+    if args.sigma is not None:
+        check.positive("--sigma", args.sigma)
+    device = check.resolve_device("--device", args.device)
+    cfg, state = _load_for_certify(args)
+    sigma = args.sigma if args.sigma is not None else cfg.method_params.get("sigma")
+    if sigma is None:
+        raise ValueError(f"--sigma is required: the run's method {cfg.method!r} has no training sigma")
+    check.positive("--sigma", sigma)
+    dataset = args.dataset or cfg.dataset
+    try:
+        info = data.dataset_info(dataset)
+    except ValueError as err:
+        raise ValueError(f"--dataset: {err}") from None
+    if info.shape != data.dataset_info(cfg.dataset).shape:
+        raise ValueError(f"--dataset {dataset!r} has inputs {info.shape}, the model expects "
+                         f"{data.dataset_info(cfg.dataset).shape}")
+
+    from .train import build_model_for
+
+    model = build_model_for(cfg, data.dataset_info(cfg.dataset))
+    model.load_state_dict(state)
+    model = model.to(device).eval()
+    split = data.load(dataset, args.split, root=args.data_root, val_size=cfg.val_size)
+    images = _FloatImages(split.images)
+    smooth = Smooth(model, info.num_classes, sigma, channels_last=args.channels_last)
+    frame = certify_dataset(smooth, images, split.labels, n0=args.n0, n=args.n, alpha=args.alpha,
+                            batch_size=args.batch, out_path=out, start=args.start, stop=args.stop,
+                            skip=args.skip, seed=args.seed, progress=not args.no_progress)
+    print(f"certified {len(frame)} examples into {out} (sigma {sigma}, n {args.n}, alpha {args.alpha}): "
+          f"accuracy {frame['correct'].mean():.4f}, ACR {acr(frame):.4f}, "
+          f"abstained {(frame['predict'] == Smooth.ABSTAIN).mean():.4f}")
+    return 0
+
+
+class _FloatImages:
+    """uint8 images (N, C, H, W) read one at a time as float32 in [0, 1] (no full float copy)."""
+
+    def __init__(self, images: Any) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx: int) -> Any:
+        return self.images[idx].float().div_(255)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="clean / PGD-k / AutoAttack accuracy of a stored run or checkpoint",
+                       description="Robust accuracy (l-inf) of a stored run's best or last model, or of a checkpoint "
+                                   "file, on the first --n examples of a split, under named protocols; prints a table.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="DIR", help="a run directory results/<experiment>/<hash>/")
+    src.add_argument("--checkpoint", metavar="PATH",
+                     help="a checkpoint .pt file of a run (its config: inside the file or config.json beside it)")
+    p.add_argument("--which", default="best", help="with --run: best or last checkpoint (default: best)")
+    p.add_argument("--protocol", nargs="+", default=["clean", "pgd20_bs"],
+                   help="clean, pgd20_bs, pgd100_bs, pgd20_rs, pgd100_rs, autoattack_standard, autoattack_fast "
+                        "(default: clean pgd20_bs)")
+    p.add_argument("--eps", type=float, default=None, help="l-inf radius in [0, 1] units (default: the run's eps)")
+    p.add_argument("--dataset", default=None, help="dataset (default: the run's)")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--n", type=int, default=1000, help="first N examples of the split (default: 1000)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="random starts / AutoAttack seed (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--data-root", default=None, help="directory with the datasets (default: $RS_DATA or data/)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import time
+
+    from . import _validate as check
+    from . import data
+    from .evaluate import PROTOCOLS, evaluate, robust_accuracy
+    from .train import build_model_for
+
+    for name in args.protocol:
+        check.choice("--protocol", name, ["clean", *PROTOCOLS])
+    for name in ("n", "batch_size"):
+        check.positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    check.integer("--seed", args.seed, low=0)
+    check.choice("--split", args.split, ("train", "val", "test"))
+    device = check.resolve_device("--device", args.device)
+    cfg, state = _load_for_certify(args)
+    eps = args.eps if args.eps is not None else cfg.method_params.get("eps")
+    if eps is None and set(args.protocol) != {"clean"}:
+        raise ValueError(f"--eps is required: the run's method {cfg.method!r} has no eps")
+    if eps is not None:
+        check.positive("--eps", eps)
+    dataset = args.dataset or cfg.dataset
+    check.choice("--dataset", dataset, data.DATASETS)
+    model = build_model_for(cfg, data.dataset_info(cfg.dataset))
+    model.load_state_dict(state)
+    model = model.to(device).eval()
+    split = data.load(dataset, args.split, root=args.data_root, n=args.n, val_size=cfg.val_size)
+    print(f"{cfg.method} on {dataset} {args.split} (first {len(split)}), eps {eps}")
+    print(f"{'protocol':20s} {'accuracy':>8s} {'seconds':>8s}  label")
+    for name in args.protocol:
+        start = time.perf_counter()
+        if name == "clean":
+            batches = data.batches(split, args.batch_size, device=device)
+            accuracy, label = evaluate(model, batches, ["clean"])["clean_acc"], "clean accuracy"
+        else:
+            result = robust_accuracy(model, split, eps=eps, protocol=name, batch_size=args.batch_size,
+                                     seed=args.seed, progress=not args.no_progress)
+            accuracy, label = result.accuracy, result.label
+        print(f"{name:20s} {accuracy:8.4f} {time.perf_counter() - start:8.1f}  {label}")
+    return 0
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="check or download a dataset",
                        description="Without --download: report where each dataset was found. With --download NAME: "
@@ -157,15 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="rs_lib: robust training, attacks and randomized-smoothing "
                                                  "certification behind the reproducibility book.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,data,book,list}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,certify,evaluate,data,book,list}")
     _add_train(sub)
+    _add_certify(sub)
+    _add_evaluate(sub)
     _add_data(sub)
     _add_book(sub)
     sub.add_parser("list", help="list methods, datasets, models and experiments")
     return parser
 
 
-COMMANDS = {"train": _train, "data": _data, "book": _book, "list": _list}
+COMMANDS = {"train": _train, "certify": _certify, "evaluate": _evaluate, "data": _data, "book": _book, "list": _list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

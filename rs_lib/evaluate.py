@@ -107,3 +107,416 @@ def accuracy_under_noise(model: nn.Module, batches: Iterable[tuple[torch.Tensor,
         else:
             out[sigma] = evaluate(model, batches, ["gaussian"], params={"sigma": sigma}, seed=seed)["gaussian_acc"]
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Adversarial robustness (Backward Smoothing chapter): per-epoch FGSM / PGD metrics, named
+# PGD-k and AutoAttack protocols
+# --------------------------------------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+import warnings  # noqa: E402
+
+from tqdm.auto import tqdm as _tqdm  # noqa: E402
+
+from . import attacks as _attacks  # noqa: E402
+
+
+def _needs_eps(params: Mapping[str, Any]) -> None:
+    if "eps" not in params:
+        raise ValueError("eval_params must give 'eps' (l-inf radius, pixel units) for the 'fgsm' and 'pgd' "
+                         "validation metrics")
+    check.positive("eval_params['eps']", params["eps"])
+
+
+def _pgd_params(params: Mapping[str, Any]) -> None:
+    _needs_eps(params)
+    if "pgd_steps" in params:
+        check.positive_int("eval_params['pgd_steps']", params["pgd_steps"])
+    if "pgd_step_size" in params:
+        check.positive("eval_params['pgd_step_size']", params["pgd_step_size"])
+    if not isinstance(params.get("pgd_random_start", True), bool):
+        raise ValueError(f"eval_params['pgd_random_start'] must be True or False, got {params['pgd_random_start']!r}")
+
+
+def pgd_metric_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The 'pgd' validation metric's settings from ``eval_params``: ``eps``, ``pgd_steps`` (20),
+    ``pgd_step_size`` (eps/4, the BS ratio 0.0078/0.031) and ``pgd_random_start`` (True, the
+    reference notes' §7 pilot; random starts see through the gradient masking of a collapsed model)."""
+    _pgd_params(params)
+    eps = params["eps"]
+    return {"eps": eps, "steps": params.get("pgd_steps", 20), "step_size": params.get("pgd_step_size", eps / 4),
+            "random_start": params.get("pgd_random_start", True)}
+
+
+@register_metric("fgsm", check_params=_needs_eps)
+def _fgsm(model, x, y, params, generator):
+    """FGSM from x with step eps (no random start). With 'clean' and 'pgd' it shows catastrophic
+    overfitting: FGSM accuracy above clean accuracy while PGD accuracy falls to 0."""
+    x_adv = _attacks.fgsm(model, x, y, eps=params["eps"]).x_adv
+    with torch.inference_mode():
+        return model(x_adv).argmax(1) == y
+
+
+@register_metric("pgd", check_params=_pgd_params)
+def _pgd(model, x, y, params, generator):
+    """PGD-k on CE (settings: `pgd_metric_settings`), random start from ``generator``."""
+    x_adv = _attacks.pgd(model, x, y, generator=generator, **pgd_metric_settings(params))
+    with torch.inference_mode():
+        return model(x_adv).argmax(1) == y
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A named robust-accuracy evaluation and the label shown wherever its numbers appear.
+
+    ``steps``: PGD steps, or the iterations of AutoAttack's APGD-CE / APGD-T / FAB-T; PGD's step
+    size is ``step_ratio``·eps; ``queries``: Square's query budget.
+    """
+
+    name: str
+    label: str
+    attack: str
+    steps: int
+    step_ratio: float | None = None
+    random_start: bool = False
+    restarts: int = 1
+    queries: int | None = None
+
+
+_BS_STEP = "(CE, no random start, step ε/4: the BS code's 0.0078 at ε 0.031)"
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("pgd20_bs", f"PGD-20 {_BS_STEP}", "pgd", 20, 0.25),
+    Protocol("pgd100_bs", f"PGD-100 {_BS_STEP}", "pgd", 100, 0.25),
+    Protocol("pgd20_rs", "PGD-20 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 20, 0.25, True),
+    Protocol("pgd100_rs", "PGD-100 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 100, 0.25, True),
+    Protocol("autoattack_standard", "AutoAttack, standard protocol (torchattacks re-implementation: APGD-CE, "
+             "APGD-T, FAB-T 100 iterations, Square 5000 queries, seed 0)", "autoattack", 100, queries=5000),
+    Protocol("autoattack_fast", "AutoAttack-fast (CI-sized, NOT the standard protocol: APGD-CE, APGD-T, FAB-T "
+             "10 iterations, Square 500 queries, seed 0)", "autoattack", 10, queries=500),
+)}
+ROBUST_ATTACKS = ("pgd", "fgsm", "autoattack")
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustAccuracy:
+    """Result of `robust_accuracy`: per-example booleans (CPU, dataset order) and their means.
+
+    ``correct[i]``: example i is classified correctly on the clean input *and* under every restart
+    of the attack; ``label`` names the protocol (show it with the number); ``settings`` all knobs.
+    """
+
+    accuracy: float
+    correct: torch.Tensor
+    clean_accuracy: float
+    clean_correct: torch.Tensor
+    label: str
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (for ``Run.cached``)."""
+        return {"accuracy": self.accuracy, "clean_accuracy": self.clean_accuracy, "label": self.label,
+                "settings": self.settings, "n": len(self.correct), "correct": self.correct.int().tolist()}
+
+
+def autoattack(model: nn.Module, *, eps: float, n_classes: int, seed: int = 0, steps: int = 100,
+               queries: int = 5000) -> Any:
+    """AutoAttack (Croce & Hein 2020) 'standard' for l-inf, from torchattacks' four attacks.
+
+    ``torchattacks.MultiAttack([APGD-CE, APGD-T, FAB-T, Square])``: each attack runs on the points
+    the previous ones left robust, as fra31's ``run_standard_evaluation``. Standard settings (the
+    defaults): 100 iterations for APGD-CE/APGD-T/FAB-T with one restart, 9 target classes (fewer if
+    ``n_classes`` ≤ 9), Square with 5000 queries and ``resc_schedule=False``, a fixed ``seed``.
+    torchattacks' own ``AutoAttack`` wrapper runs 10 iterations and ``resc_schedule=True`` (TOOLCHAIN.md,
+    reference notes §3.2). The attacks seed torch's global RNG: `robust_accuracy` restores it.
+    """
+    import torchattacks as ta
+
+    check.positive("eps", eps)
+    check.integer("n_classes", n_classes, low=2)
+    check.integer("seed", seed, low=0)
+    check.positive_int("steps", steps)
+    check.positive_int("queries", queries)
+    apgd = ta.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)
+    apgdt = ta.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, n_classes=n_classes, seed=seed)
+    fab = ta.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
+                 n_classes=n_classes, seed=seed)
+    for targeted in (apgdt, fab):
+        targeted.n_target_classes = min(9, n_classes - 1)  # fra31 standard: 9 targets
+    square = ta.Square(model, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, seed=seed,
+                       resc_schedule=False)
+    return ta.MultiAttack([apgd, apgdt, fab, square])
+
+
+def _resolve_attack(eps: float, protocol: str | None, given: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(settings, label) of a named protocol, or of explicit attack settings with their defaults."""
+    if protocol is not None:
+        check.choice("protocol", protocol, sorted(PROTOCOLS))
+        clash = [k for k, v in given.items() if v is not None]
+        if clash:
+            raise ValueError(f"protocol={protocol!r} fixes the attack: do not also give {', '.join(clash)}")
+        p = PROTOCOLS[protocol]
+        settings = {"attack": p.attack, "steps": p.steps, "random_start": p.random_start, "restarts": p.restarts,
+                    "step_size": p.step_ratio * eps if p.step_ratio is not None else None, "queries": p.queries}
+        return settings, p.label
+    attack = check.choice("attack", given["attack"] or "pgd", ROBUST_ATTACKS)
+    defaults = {"steps": 100 if attack == "autoattack" else 20, "step_size": eps / 4 if attack == "pgd" else None,
+                "random_start": False, "restarts": 1, "queries": 5000 if attack == "autoattack" else None}
+    settings = {"attack": attack, **{k: d if given[k] is None else given[k] for k, d in defaults.items()}}
+    check.positive_int("steps", settings["steps"])
+    check.positive_int("restarts", settings["restarts"])
+    if not isinstance(settings["random_start"], bool):
+        raise ValueError(f"random_start must be True or False, got {settings['random_start']!r}")
+    for name in ("step_size", "queries"):
+        if settings[name] is not None:
+            (check.positive if name == "step_size" else check.positive_int)(name, settings[name])
+    if settings["restarts"] > 1 and not (attack == "pgd" and settings["random_start"]):
+        raise ValueError("restarts > 1 needs attack='pgd' with random_start=True (other restarts repeat the first)")
+    if attack == "fgsm":
+        label = f"FGSM (step {settings['step_size'] or eps:g}{', random start' if settings['random_start'] else ''})"
+    elif attack == "pgd":
+        label = (f"PGD-{settings['steps']} (CE, {'random start' if settings['random_start'] else 'no random start'}, "
+                 f"step {settings['step_size']:g}, {settings['restarts']} restart(s))")
+    else:
+        standard = settings["steps"] == 100 and settings["queries"] == 5000
+        label = (PROTOCOLS["autoattack_standard"].label if standard else
+                 f"AutoAttack-custom (NOT the standard protocol: {settings['steps']} iterations, "
+                 f"Square {settings['queries']} queries)")
+    return settings, label
+
+
+def _labelled_batches(data: Any, batch_size: int, device: torch.device):
+    """(x, y) batches on ``device`` from an ImageData, a pair of tensors or an iterable of pairs."""
+    from . import data as data_mod
+
+    if isinstance(data, data_mod.ImageData):
+        return data_mod.batches(data, batch_size, device=device)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        if x.dim() < 2 or y.shape != x.shape[:1]:
+            raise ValueError(f"data must be (x (N, ...), y (N,)), got shapes {tuple(x.shape)}, {tuple(y.shape)}")
+        return ((x[s:s + batch_size].to(device), y[s:s + batch_size].to(device)) for s in range(0, len(x), batch_size))
+    if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
+        raise ValueError("data must be an ImageData, a pair (x, y) of tensors or an iterable of (x, y) batches")
+    return ((x.to(device), y.to(device)) for x, y in data)
+
+
+def _sanity_checks(model: nn.Module, x: torch.Tensor) -> None:
+    """RobustBench/AutoAttack-style checks on the first batch: warn on probability outputs and on a
+    model whose outputs change between two identical calls (randomness defeats gradient attacks)."""
+    with torch.no_grad():
+        first, second = model(x[:8]), model(x[:8])
+    if not torch.equal(first, second):
+        warnings.warn("the model's outputs differ between two identical calls: robust accuracy of a randomised "
+                      "model needs EOT attacks (AutoAttack's 'rand' version)", stacklevel=3)
+    sums_to_one = torch.allclose(first.sum(1), torch.ones_like(first[:, 0]))
+    if bool((first >= 0).all() and (first <= 1).all()) and sums_to_one:
+        warnings.warn("the model seems to output probabilities: attacks expect logits", stacklevel=3)
+
+
+def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | None = None,
+                    attack: str | None = None, steps: int | None = None, step_size: float | None = None,
+                    random_start: bool | None = None, restarts: int | None = None, queries: int | None = None,
+                    n_classes: int | None = None, batch_size: int = 256, seed: int = 0,
+                    progress: bool = False) -> RobustAccuracy:
+    """Robust accuracy under an l-inf attack of radius ``eps`` (pixel units), per example and mean.
+
+    Either a named ``protocol`` (`PROTOCOLS`: ``pgd20_bs``, ``pgd100_bs`` (no random start, step ε/4
+    = 0.0078 at 0.031, the BS code's convention), ``pgd20_rs``, ``pgd100_rs`` (uniform random start),
+    ``autoattack_standard``, ``autoattack_fast`` (CI-sized; its label says it is not the standard)), or
+    explicit settings: ``attack`` 'pgd' (default: 20 steps of eps/4 on CE, no random start, ``restarts``
+    random restarts keeping the worst case), 'fgsm' (step ``step_size``, default eps) or 'autoattack'
+    (``steps`` iterations, Square ``queries``). ``data``: an ImageData, a pair (x, y) or an iterable of
+    (x, y) batches, attacked ``batch_size`` at a time on the model's device.
+
+    The model must be in eval mode (ValueError otherwise: BatchNorm/dropout in train mode make the
+    result depend on the batch, as RobustBench warns); it is left unchanged. Random starts draw from
+    a generator seeded with ``seed``; AutoAttack uses ``seed`` and leaves the global RNG as it was.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise ValueError("model must be in eval mode for robust evaluation (call model.eval()): BatchNorm and "
+                         "dropout in train mode make robust accuracy depend on the batch")
+    check.positive("eps", eps)
+    check.positive_int("batch_size", batch_size)
+    check.integer("seed", seed, low=0)
+    if n_classes is not None:
+        check.integer("n_classes", n_classes, low=2)
+    settings, label = _resolve_attack(eps, protocol, dict(attack=attack, steps=steps, step_size=step_size,
+                                                          random_start=random_start, restarts=restarts,
+                                                          queries=queries))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    clean_all, robust_all = [], []
+    generator, aa = None, None
+    bar = _tqdm(desc=label.split(" (")[0], unit="img", disable=not progress)
+    for x, y in _labelled_batches(data, batch_size, device):
+        if generator is None:
+            _sanity_checks(model, x)
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+        with torch.no_grad():
+            logits = model(x)
+        clean = logits.argmax(1) == y
+        if settings["attack"] == "autoattack" and aa is None:
+            classes = n_classes or int(logits.shape[1])
+            aa = autoattack(model, eps=eps, n_classes=classes, seed=seed, steps=settings["steps"],
+                            queries=settings["queries"])
+        robust = clean.clone()
+        for _ in range(settings["restarts"]):
+            robust &= _still_correct(model, x, y, eps, settings, generator, aa)
+        clean_all.append(clean.cpu())
+        robust_all.append(robust.cpu())
+        bar.update(len(y))
+    bar.close()
+    if not clean_all:
+        raise ValueError("data must hold at least one example")
+    clean_c, robust_c = torch.cat(clean_all), torch.cat(robust_all)
+    return RobustAccuracy(float(robust_c.float().mean()), robust_c, float(clean_c.float().mean()), clean_c, label,
+                          {"eps": eps, "protocol": protocol, "seed": seed, **settings})
+
+
+def _still_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: Mapping[str, Any],
+                   generator: torch.Generator, aa: Any) -> torch.Tensor:
+    """Correctness on one attack run's adversarial examples."""
+    if settings["attack"] == "pgd":
+        x_adv = _attacks.pgd(model, x, y, eps=eps, step_size=settings["step_size"], steps=settings["steps"],
+                             random_start=settings["random_start"], generator=generator)
+    elif settings["attack"] == "fgsm":
+        x_adv = _attacks.fgsm(model, x, y, eps=eps, step_size=settings["step_size"],
+                              random_start=settings["random_start"], generator=generator).x_adv
+    else:
+        cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            x_adv = aa(x, y)
+    with torch.no_grad():
+        return model(x_adv).argmax(1) == y
+
+
+# --------------------------------------------------------------------------------------------
+# Empirical robust accuracy of a smoothed classifier (SmoothAdv §4.3, Fig. 3/7)
+# --------------------------------------------------------------------------------------------
+
+from typing import NamedTuple  # noqa: E402
+
+import numpy as np  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+SMOOTHED_ATTACKS = ("pgd", "ddn", "base_pgd")
+
+
+class EmpiricalAccuracy(NamedTuple):
+    """Per-example PREDICT outcome on the attacked inputs: ``predictions`` (int64, -1 = abstain),
+    ``labels``, ``correct`` (bool: prediction == label, abstain counts as wrong) and their mean."""
+
+    predictions: np.ndarray
+    labels: np.ndarray
+    correct: np.ndarray
+    accuracy: float
+
+    @property
+    def abstain_rate(self) -> float:
+        return float((self.predictions == -1).mean())
+
+
+def empirical_accuracy(model: nn.Module, data: Any, *, sigma: float, eps: float, attack: str = "pgd",
+                       steps: int = 20, num_noise: int = 32, n: int = 1000, alpha: float = 0.001,
+                       batch_size: int = 1000, estimator: str = "plugin",
+                       generator: torch.Generator | None = None, progress: bool = False) -> EmpiricalAccuracy:
+    """Empirical l2 robust accuracy of the smoothed classifier g (Salman et al. 2019, §4.3, Fig. 3/7).
+
+    Each input x (label y) is attacked with ``attack``, then classified by Cohen et al.'s PREDICT on
+    the adversarial input with ``n`` fresh noise samples at level ``alpha`` (reference ``predict.py``);
+    an example counts as correct iff PREDICT returns y (abstentions are wrong). Attacks, all l2 with
+    radius ``eps`` (pixel units; ``eps = 0``: no attack, i.e. PREDICT accuracy on clean inputs):
+
+    * ``'pgd'``: SmoothAdv-PGD on −log F̂_y, m_test = ``num_noise`` noise vectors drawn once per
+      input and reused by all ``steps`` steps (step 2·eps/steps, zero start); ``estimator='stein'``
+      uses the gradient-free estimate (SmoothAdv eq. 7, Fig. 9).
+    * ``'ddn'``: SmoothAdv-DDN with the reference's evaluation settings, start radius 1.0 and
+      γ = 1 − (3/510/eps)^(1/steps) (needs eps > 3/510).
+    * ``'base_pgd'``: the same PGD on the base classifier f (zero noise; the reference's
+      ``--base-attack``, "vanilla PGD" in Fig. 3/7).
+
+    ``data``: an ``ImageData``, a pair (x (N, C, H, W) in [0, 1], y (N,)) or an iterable of such
+    (x, y) batches. The model is attacked and evaluated in eval mode (its mode is restored after).
+    Inputs are attacked in chunks of ``batch_size // num_noise`` so that an attack forward holds about
+    ``batch_size`` noisy copies; PREDICT forwards ``batch_size`` samples at a time. Randomness: the attack noise comes from
+    ``generator`` (any device; None = the global RNG); PREDICT's noise for example i from
+    ``rs_lib.smoothing.example_generator(s, i)`` with one seed s drawn first from ``generator``, so the
+    PREDICT noise of an example does not depend on the attack, eps or the chunking.
+    """
+    from . import attacks
+    from . import data as data_mod
+    from . import smoothing
+
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.positive("sigma", sigma)
+    check.non_negative("eps", eps)
+    check.choice("attack", attack, SMOOTHED_ATTACKS)
+    check.positive_int("steps", steps)
+    check.positive_int("num_noise", num_noise)
+    check.positive_int("n", n)
+    check.probability("alpha", alpha)
+    check.positive_int("batch_size", batch_size)
+    check.choice("estimator", estimator, ("plugin", "stein"))
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if attack == "ddn" and eps > 0 and eps <= 3 / 510:
+        raise ValueError(f"eps must be > 3/510 for attack='ddn' (its gamma needs it), got {eps!r}")
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    chunk = max(1, batch_size // num_noise)
+    chunks = _labelled_batches(data, chunk, device)
+    total = len(data) if isinstance(data, data_mod.ImageData) else \
+        len(data[0]) if isinstance(data, (tuple, list)) and len(data) == 2 else None
+    sample_device = generator.device if generator is not None else torch.device("cpu")
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=sample_device))
+
+    was_training = model.training
+    model.eval()
+    predictions: list[int] = []
+    labels: list[int] = []
+    smooth = None
+    try:
+        with tqdm(total=total, desc=f"empirical {attack} eps={eps:g}", disable=None if progress else True,
+                  unit="input") as bar:
+            for x_batch, y_batch in chunks:
+                for start in range(0, len(x_batch), chunk):
+                    x, y = x_batch[start:start + chunk], y_batch[start:start + chunk]
+                    if smooth is None:
+                        with torch.no_grad():
+                            num_classes = model(x[:1]).shape[1]
+                        smooth = smoothing.Smooth(model, num_classes, sigma)
+                    x_adv = _attack_smoothed(attacks, model, x, y, attack=attack, eps=eps, steps=steps,
+                                             sigma=sigma, num_noise=num_noise, estimator=estimator,
+                                             generator=generator)
+                    first = len(predictions)
+                    gens = [smoothing.example_generator(seed, first + k, device) for k in range(len(x))]
+                    predictions += smooth.predict_batch(x_adv, n, alpha, batch_size, generators=gens)
+                    labels += y.tolist()
+                    bar.update(len(x))
+    finally:
+        model.train(was_training)
+    if not predictions:
+        raise ValueError("data must hold at least one example")
+    pred, lab = np.asarray(predictions, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    correct = pred == lab
+    return EmpiricalAccuracy(pred, lab, correct, float(correct.mean()))
+
+
+def _attack_smoothed(attacks: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str,
+                     eps: float, steps: int, sigma: float, num_noise: int, estimator: str,
+                     generator: torch.Generator | None) -> torch.Tensor:
+    """The adversarial inputs of one chunk (x itself when eps = 0)."""
+    if eps == 0:
+        return x
+    if attack == "base_pgd":
+        zero = torch.zeros((x.shape[0], 1, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        return attacks.smoothadv_pgd(model, x, y, eps=eps, steps=steps, sigma=0.0, num_noise=1, noise=zero,
+                                     generator=generator).x_adv
+    if attack == "ddn":
+        gamma = 1 - (3 / 510 / eps) ** (1 / steps)
+        return attacks.smoothadv_ddn(model, x, y, eps=eps, steps=steps, sigma=sigma, num_noise=num_noise,
+                                     gamma=gamma, init_norm=1.0, generator=generator).x_adv
+    return attacks.smoothadv_pgd(model, x, y, eps=eps, steps=steps, sigma=sigma, num_noise=num_noise,
+                                 estimator=estimator, generator=generator).x_adv

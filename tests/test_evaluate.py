@@ -1,0 +1,176 @@
+"""Robust evaluation (rs_lib.evaluate): per-epoch FGSM/PGD metrics, named PGD and AutoAttack
+protocols, agreement with torchattacks, and the `evaluate` CLI. Tiny CNN on generated data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rs_lib import data as data_mod
+from rs_lib import evaluate as E
+from rs_lib.__main__ import main
+from rs_lib.train import TrainConfig, run_training
+
+NUM_CLASSES = 4
+EPS = 0.12
+
+
+def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    protos = torch.rand((NUM_CLASSES, 1, 8, 8), generator=torch.Generator().manual_seed(123)) * 0.6 + 0.2
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    return (protos[y] + 0.25 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1), y
+
+
+@pytest.fixture(scope="module")
+def trained() -> nn.Module:
+    """A tiny BN CNN trained for 300 Adam steps (eval mode, ~1 s)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 64, 32), nn.ReLU(), nn.Linear(32, NUM_CLASSES))
+    x, y = make_data(2048, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(300):
+        idx = torch.randint(0, len(x), (64,), generator=g)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_torchattacks_imports_with_its_private_scipy_helper():
+    import torchattacks
+    from scipy._lib._util import check_random_state  # torchattacks imports it at import time
+
+    assert callable(check_random_state)
+    assert hasattr(torchattacks, "MultiAttack") and hasattr(torchattacks, "APGDT")
+
+
+def test_robust_accuracy_pgd_agrees_with_torchattacks_pgd_within_one_point(trained):
+    import torchattacks
+
+    x, y = make_data(300, seed=13)
+    ours = E.robust_accuracy(trained, (x, y), eps=EPS, attack="pgd", steps=10, step_size=0.03, random_start=False,
+                             batch_size=128)
+    adv = torchattacks.PGD(trained, eps=EPS, alpha=0.03, steps=10, random_start=False)(x, y)
+    with torch.no_grad():
+        theirs = (trained(adv).argmax(1) == y).float().mean().item()
+    assert ours.accuracy < ours.clean_accuracy - 0.05  # the attack bites at this eps
+    assert abs(ours.accuracy - theirs) <= 0.01
+    assert not trained.training
+
+
+def test_named_pgd_protocols_follow_the_bs_and_random_start_conventions(trained):
+    x, y = make_data(64, seed=3)
+    bs = E.robust_accuracy(trained, (x, y), eps=0.031, protocol="pgd20_bs")
+    expected = {"attack": "pgd", "steps": 20, "random_start": False, "restarts": 1}
+    assert {k: bs.settings[k] for k in expected} == expected
+    assert bs.settings["step_size"] == pytest.approx(0.031 / 4)  # 0.0078 at 0.031, the BS code's step
+    assert "PGD-20" in bs.label and "no random start" in bs.label
+    rs = E.robust_accuracy(trained, (x, y), eps=0.031, protocol="pgd100_rs")
+    assert rs.settings["steps"] == 100 and rs.settings["random_start"] is True
+    assert "NOT the standard" in E.PROTOCOLS["autoattack_fast"].label
+    assert "standard protocol" in E.PROTOCOLS["autoattack_standard"].label
+
+
+@pytest.mark.parametrize("n_classes,targets", [(10, 9), (100, 9), (4, 3)])
+def test_autoattack_is_built_to_the_standard_protocol(trained, n_classes, targets):
+    aa = E.autoattack(trained, eps=8 / 255, n_classes=n_classes)
+    apgd, apgdt, fab, square = aa.attacks
+    assert [type(a).__name__ for a in aa.attacks] == ["APGD", "APGDT", "FAB", "Square"]
+    assert apgd.steps == apgdt.steps == fab.steps == 100 and apgd.loss == "ce"
+    assert apgdt.n_target_classes == fab.n_target_classes == targets and fab.multi_targeted
+    assert square.n_queries == 5000 and square.rescale_schedule is False
+    assert {a.seed for a in aa.attacks} == {0} and {a.n_restarts for a in aa.attacks} == {1}
+    assert all(a.eps == 8 / 255 and a.norm == "Linf" for a in aa.attacks)
+
+
+def test_autoattack_fast_runs_within_the_clean_set_and_spares_the_global_rng(trained):
+    x, y = make_data(48, seed=5)
+    state = torch.get_rng_state()
+    aa = E.robust_accuracy(trained, (x, y), eps=EPS, protocol="autoattack_fast")
+    assert torch.equal(torch.get_rng_state(), state)
+    pgd = E.robust_accuracy(trained, (x, y), eps=EPS, protocol="pgd20_bs")
+    assert bool((aa.correct <= aa.clean_correct).all()) and aa.accuracy < aa.clean_accuracy
+    assert aa.accuracy <= pgd.accuracy + 2 / 48  # AutoAttack is not weaker than PGD-20 here
+    assert aa.settings["steps"] == 10 and aa.settings["queries"] == 500
+
+
+def test_restarts_keep_the_worst_case_and_are_reproducible(trained):
+    x, y = make_data(128, seed=7)
+    one = E.robust_accuracy(trained, (x, y), eps=EPS, attack="pgd", steps=5, random_start=True, seed=4)
+    three = E.robust_accuracy(trained, (x, y), eps=EPS, attack="pgd", steps=5, random_start=True, restarts=3, seed=4)
+    again = E.robust_accuracy(trained, (x, y), eps=EPS, attack="pgd", steps=5, random_start=True, restarts=3, seed=4)
+    assert bool((three.correct <= one.correct).all()) and torch.equal(three.correct, again.correct)
+    assert bool((one.correct <= one.clean_correct).all())
+
+
+def test_imagedata_pairs_and_batch_iterables_give_the_same_answer(trained):
+    x, y = make_data(40, seed=9)
+    info = data_mod.DatasetInfo("tiny", NUM_CLASSES, (1, 8, 8), (0.5,), (0.25,))
+    images = data_mod.ImageData((x * 255).round().to(torch.uint8), y, info)
+    x = images.images.float() / 255
+    results = [E.robust_accuracy(trained, d, eps=EPS, protocol="pgd20_bs", batch_size=16)
+               for d in (images, (x, y), [(x[:25], y[:25]), (x[25:], y[25:])])]
+    assert all(torch.equal(r.correct, results[0].correct) for r in results)
+    json.dumps(results[0].to_dict())
+
+
+@pytest.mark.parametrize("kwargs,word", [
+    ({"protocol": "pgd7"}, "protocol"), ({"protocol": "pgd20_bs", "steps": 5}, "steps"),
+    ({"attack": "pgd", "restarts": 2}, "restarts"), ({"attack": "cw"}, "attack"),
+    ({"eps": 0.0}, "eps"), ({"batch_size": 0}, "batch_size"), ({"attack": "pgd", "steps": 0}, "steps"),
+    ({"attack": "autoattack", "queries": 0}, "queries")])
+def test_bad_arguments_raise_value_error_naming_them(trained, kwargs, word):
+    x, y = make_data(8, seed=1)
+    with pytest.raises(ValueError, match=word):
+        E.robust_accuracy(trained, (x, y), **{"eps": EPS, **kwargs})
+
+
+def test_train_mode_model_is_refused(trained):
+    x, y = make_data(8, seed=1)
+    trained.train()
+    try:
+        with pytest.raises(ValueError, match="eval mode"):
+            E.robust_accuracy(trained, (x, y), eps=EPS, protocol="pgd20_bs")
+    finally:
+        trained.eval()
+
+
+def test_fgsm_and_pgd_validation_metrics_select_on_pgd(trained):
+    cfg = TrainConfig(val_metrics=("clean", "fgsm", "pgd"), eval_params={"eps": 0.3}, select_on="pgd")
+    assert cfg.select_on == "pgd"
+    assert E.pgd_metric_settings({"eps": 0.2}) == {"eps": 0.2, "steps": 20, "step_size": 0.05, "random_start": True}
+    x, y = make_data(200, seed=11)
+    batches = [(x[:100], y[:100]), (x[100:], y[100:])]
+    params = {"eps": EPS, "pgd_steps": 10}
+    first = E.evaluate(trained, batches, ["clean", "fgsm", "pgd"], params=params, seed=1)
+    again = E.evaluate(trained, batches, ["clean", "fgsm", "pgd"], params=params, seed=1)
+    assert first == again and not trained.training
+    assert first["pgd_acc"] < first["clean_acc"] and first["fgsm_acc"] < first["clean_acc"]
+    assert first["pgd_acc"] <= first["fgsm_acc"] + 0.02
+
+
+@pytest.mark.parametrize("params,word", [({}, "eps"), ({"eps": -1}, "eps"), ({"eps": 0.1, "pgd_steps": 0}, "pgd_steps"),
+                                         ({"eps": 0.1, "pgd_random_start": "yes"}, "pgd_random_start")])
+def test_validation_metric_parameters_are_checked_before_training(params, word):
+    with pytest.raises(ValueError, match=word):
+        TrainConfig(val_metrics=("clean", "pgd"), eval_params=params)
+
+
+def test_cli_evaluate_prints_a_table_for_a_stored_run(tmp_path, capsys):
+    cfg = TrainConfig(method="fast_at", method_params={"eps": 0.1}, dataset="synthetic", model="small_cnn", epochs=1,
+                      batch_size=64, n_train=64, n_val=32, augment=False)
+    run = run_training(cfg, root=tmp_path, device="cpu", progress=False)
+    code = main(["evaluate", "--run", str(run.dir.path), "--protocol", "clean", "pgd20_bs", "--n", "32",
+                 "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "eps 0.1" in out
+    assert "clean accuracy" in out and "PGD-20 (CE, no random start" in out
+    assert main(["evaluate", "--run", str(run.dir.path), "--protocol", "pgd7"]) == 2
