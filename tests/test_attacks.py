@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import fit
 from rs_lib import attacks as A
 
 SHAPE = (1, 8, 8)
@@ -37,18 +38,7 @@ def trained():
     torch.manual_seed(0)
     model = tiny_cnn()
     x, y = make_data(2048, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(2)
-    for _ in range(300):
-        idx = torch.randint(0, len(x), (64,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
-    return model
+    return fit(model, x, y)
 
 
 @pytest.fixture

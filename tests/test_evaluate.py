@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import fit
 from rs_lib import data as data_mod
 from rs_lib import evaluate as E
 from rs_lib.__main__ import main
@@ -33,15 +34,7 @@ def trained() -> nn.Module:
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
                           nn.Linear(8 * 64, 32), nn.ReLU(), nn.Linear(32, NUM_CLASSES))
     x, y = make_data(2048, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(2)
-    for _ in range(300):
-        idx = torch.randint(0, len(x), (64,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return fit(model, x, y)
 
 
 def test_torchattacks_imports_with_its_private_scipy_helper():

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import linear_classifier
 from rs_lib import attacks, methods
 from rs_lib.__main__ import main
 from rs_lib.evaluate import empirical_accuracy
@@ -49,17 +50,6 @@ class Constant(nn.Module):
 
     def forward(self, x):
         return self.bias + 0.0 * x.flatten(1).sum(1, keepdim=True)
-
-
-def linear2(w: torch.Tensor, b: float) -> nn.Module:
-    """Two-class linear classifier: logits (0, w·x + b)."""
-    layer = nn.Linear(w.numel(), 2)
-    with torch.no_grad():
-        layer.weight.zero_()
-        layer.bias.zero_()
-        layer.weight[1] = w
-        layer.bias[1] = b
-    return nn.Sequential(nn.Flatten(), layer)
 
 
 def batch(seed: int = 0):
@@ -404,7 +394,7 @@ def test_empirical_accuracy_of_a_constant_classifier_is_its_label_rate(attack):
 def test_empirical_accuracy_without_attack_equals_predict_on_clean_inputs():
     torch.manual_seed(0)
     w = torch.randn(64) / 8
-    model = linear2(w, 0.0)
+    model = linear_classifier(w, 0.0)
     x = torch.rand((12, *SHAPE))
     y = (model(x).argmax(1) + (torch.arange(12) % 3 == 0).long()) % 2  # some labels wrong on purpose
     seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(9)))
@@ -425,7 +415,7 @@ def test_empirical_accuracy_drops_when_the_attack_crosses_the_boundary():
     # Points at l2 distance 0.3 on the class-1 side of a hyperplane; sigma 0.1 keeps g confident.
     u = torch.zeros(64)
     u[:8] = 8 ** -0.5  # unit normal
-    model = linear2(u, -1.0)
+    model = linear_classifier(u, -1.0)
     x = torch.full((6, *SHAPE), 0.5)
     x.view(6, -1)[:, :8] = 1.3 / 8 ** 0.5  # u·x − 1 = 0.3
     y = torch.ones(6, dtype=torch.long)

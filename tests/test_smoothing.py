@@ -14,6 +14,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
+from helpers import linear_classifier
 from rs_lib import smoothing
 from rs_lib.smoothing import (
     ABSTAIN, Certificate, Smooth, abstention_rate, acr, certified_accuracy, certify_dataset,
@@ -24,17 +25,6 @@ from rs_lib.smoothing import (
 # ---------------------------------------------------------------------------------------------
 # Small base classifiers
 # ---------------------------------------------------------------------------------------------
-
-
-def linear_classifier(w: torch.Tensor, b: float) -> nn.Module:
-    """f(x) = 1 if w.x + b > 0 else 0, as logits (0, w.x + b) of a flattened input."""
-    layer = nn.Linear(w.numel(), 2)
-    with torch.no_grad():
-        layer.weight.zero_()
-        layer.bias.zero_()
-        layer.weight[1] = w
-        layer.bias[1] = b
-    return nn.Sequential(nn.Flatten(), layer)
 
 
 class Constant(nn.Module):
