@@ -35,6 +35,10 @@ KERNEL = "python3"
 #: The executed chapters, in reading order (the same order as in ``_toc.yml``).
 NOTEBOOKS: tuple[str, ...] = (
     "noise_training",
+    "rs_certified_curves",
+    "rs_smoothadv_attacks",
+    "rs_comparison",
+    "rs_smoothmix_ablations",
 )
 
 

@@ -694,3 +694,183 @@ def high_prob_accuracy(df: pd.DataFrame, radii: float | Sequence[float] | np.nda
     count = len(df)
     log_term = math.log(1 / rho)
     return accuracy - alpha - math.sqrt(alpha * (1 - alpha) * log_term / count) - log_term / (3 * count)
+
+
+# --------------------------------------------------------------------------------------------
+# Certifying stored runs (cached in the run's directory) and summary tables for the book
+# --------------------------------------------------------------------------------------------
+
+def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int, alpha: float,
+                sigma: float, batch_size: int, seed: int = 0, which: str = "last",
+                device: str | torch.device = "auto", progress: bool = True) -> pd.DataFrame:
+    """CERTIFY ``n_points`` examples of ``split`` with a stored run's model; cached in the run.
+
+    ``run`` is a :class:`rs_lib.train.Run`; its ``which`` checkpoint ('last', as the references
+    certify the final model, or 'best') is smoothed at ``sigma``.  The examples are every
+    ``len(split) // n_points``-th one from index 0 (the reference's ``--skip``), so the same test
+    points serve every model.  Rows go to ``<run>/certify-<hash>.tsv``, the hash covering
+    (split, n_points, n0, n, alpha, sigma, seed, which) but not ``batch_size`` or the device, which
+    do not change what is certified; ``certify_dataset``'s resume makes a re-run (or a re-render of a
+    notebook) read the finished file and finish a killed one.  Each row carries CERTIFY's guarantee
+    at level ``alpha``; returns ``read_certify_tsv`` of the file (column ``idx`` = dataset index).
+    """
+    from . import data as data_mod
+    from . import store
+
+    check.choice("split", split, data_mod.SPLITS)
+    check.positive_int("n_points", n_points)
+    _check_certify_args(n0, n, alpha, batch_size)
+    check.positive("sigma", sigma)
+    check.integer("seed", seed, low=0)
+    check.choice("which", which, ("last", "best"))
+    if not hasattr(run, "dir") or not hasattr(run, "load_model"):
+        raise ValueError(f"run must be a rs_lib.train.Run (from run_training), got {type(run).__name__}")
+    params = {"split": split, "n_points": n_points, "n0": n0, "n": n, "alpha": alpha,
+              "sigma": float(sigma), "seed": seed, "which": which}
+    path = run.dir.file(f"certify-{store.config_hash(params)}.tsv")
+    if path.exists():
+        finished = read_certify_tsv(path)
+        if len(finished) == n_points:
+            return finished
+    dataset = data_mod.load(run.config.dataset, split)
+    if n_points > len(dataset):
+        raise ValueError(f"n_points must be <= {len(dataset)} (the size of {run.config.dataset} "
+                         f"'{split}'), got {n_points}")
+    indices = list(range(0, len(dataset), len(dataset) // n_points))[:n_points]
+    model = run.load_model(which, device=device)
+    smooth = Smooth(model, data_mod.dataset_info(run.config.dataset).num_classes, sigma,
+                    channels_last=model_device(model).type == "cpu")
+    images, labels = dataset.tensors("cpu")
+    return certify_dataset(smooth, images, labels, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
+                           out_path=path, indices=indices, seed=seed, progress=progress)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (CPU for a parameter-free model)."""
+    return next((t.device for t in model.parameters()), torch.device("cpu"))
+
+
+def summary_table(frames: Mapping[Any, pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:
+    """One row per certify frame: ``acr``, ``abstain`` (rate) and the certified accuracy at each
+    radius in columns ``r0.00``, ``r0.25``, ... (fractions; SmoothMix Tables 1-3 / SmoothAdv
+    Table 2 layout).  The index holds the keys of ``frames``."""
+    radii = np.asarray(radii, dtype=float).reshape(-1)
+    if radii.size == 0 or (radii < 0).any():
+        raise ValueError(f"radii must be a non-empty list of radii >= 0, got {list(radii)}")
+    rows = {}
+    for key, df in frames.items():
+        row = {"acr": acr(df), "abstain": abstention_rate(df)}
+        row.update({f"r{r:.2f}": a for r, a in zip(radii, certified_accuracy(df, radii))})
+        rows[key] = row
+    if not rows:
+        raise ValueError("frames must hold at least one certify frame")
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def interpolation_confidence(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, *, sigma: float,
+                             num_noise: int, ratios: Sequence[float] | np.ndarray,
+                             generator: torch.Generator | None = None) -> np.ndarray:
+    """Soft smoothed prediction F̂ along x(λ) = (1 − λ)·x + λ·x_adv (SmoothMix Fig. 2, eq. 9).
+
+    F̂(z) = (1/m) Σ_i softmax(f(z + δ_i)) with the same m = ``num_noise`` noise vectors for every λ
+    of an example (drawn from ``generator``), so each path is a deterministic curve.  Returns an
+    array (N, len(ratios), C); the model runs in eval mode (restored after), without gradients.
+    """
+    from . import attacks
+
+    _check_inputs("x", x, batched=True)
+    _check_inputs("x_adv", x_adv, batched=True)
+    if x.shape != x_adv.shape:
+        raise ValueError(f"x_adv must have x's shape {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    check.positive("sigma", sigma)
+    check.positive_int("num_noise", num_noise)
+    ratios = np.asarray(ratios, dtype=float).reshape(-1)
+    if ratios.size == 0 or (ratios < 0).any() or (ratios > 1).any():
+        raise ValueError(f"ratios must be mixing ratios in [0, 1], got {list(ratios)}")
+    device = model_device(model)
+    x, x_adv = x.to(device), x_adv.to(device)
+    noise = attacks.draw_noise(x, sigma=sigma, num_noise=num_noise, generator=generator)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            path = [attacks.smoothed_softmax(model, (1 - lam) * x + lam * x_adv, noise) for lam in ratios]
+    finally:
+        model.train(was_training)
+    return torch.stack(path, dim=1).cpu().numpy()
+
+
+def equal_confidence_ratio(confidence: np.ndarray, labels: Sequence[int] | np.ndarray,
+                           ratios: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The smallest mixing ratio at which F̂_y stops being the largest (SmoothMix Fig. 5).
+
+    ``confidence`` (N, K, C) from ``interpolation_confidence`` on the ratios (K, increasing).  The
+    margin F̂_y − max_{c≠y} F̂_c is interpolated linearly between grid points to its first zero.
+    NaN where the clean point is already misclassified or the path never changes the prediction.
+    """
+    confidence = np.asarray(confidence, dtype=float)
+    ratios = np.asarray(ratios, dtype=float).reshape(-1)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if confidence.ndim != 3 or confidence.shape[:2] != (labels.size, ratios.size):
+        raise ValueError(f"confidence must have shape (N={labels.size}, K={ratios.size}, C), "
+                         f"got {confidence.shape}")
+    if (np.diff(ratios) <= 0).any():
+        raise ValueError("ratios must be increasing")
+    rows = np.arange(labels.size)
+    true = confidence[rows, :, labels]
+    other = confidence.copy()
+    other[rows, :, labels] = -np.inf
+    margin = true - other.max(axis=2)                       # (N, K)
+    out = np.full(labels.size, np.nan)
+    for i in range(labels.size):
+        if margin[i, 0] <= 0:
+            continue
+        crossing = np.flatnonzero(margin[i] <= 0)
+        if crossing.size == 0:
+            continue
+        k = crossing[0]
+        m0, m1 = margin[i, k - 1], margin[i, k]
+        out[i] = ratios[k - 1] + (ratios[k] - ratios[k - 1]) * m0 / (m0 - m1)
+    return out
+
+
+def radius_cap(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY can return with n samples: sigma * Phi^-1(alpha^(1/n)), reached
+    when all n samples vote for the class (2.70 sigma at n = 2,000, 3.81 sigma at n = 100,000)."""
+    check.positive("sigma", sigma)
+    check.positive_int("n", n)
+    check.probability("alpha", alpha)
+    return float(sigma * stats.norm.ppf(lower_confidence_bound(n, n, alpha)))
+
+
+def adversarial_interpolation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sigma: float,
+                              step_size: float, steps: int, num_noise: int,
+                              ratios: Sequence[float] | np.ndarray,
+                              generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
+    """SmoothMix Fig. 2 and 5 for a batch: attack, then follow F̂ from x to the adversarial point.
+
+    x̃ comes from SmoothMix's unrestricted ascent (``attacks.smoothmix_attack``: ``steps`` normalised
+    steps of ``step_size`` on −log F̂_y with ``num_noise`` noise vectors), then F̂ is evaluated along
+    (1 − λ)x + λx̃ (``interpolation_confidence``, fresh noise shared by all λ).  Returns ``true``
+    (N, K): F̂_y; ``other`` (N, K): F̂ of the class c* most confident at x̃ besides y;
+    ``other_class`` (N,): c*; ``ratio`` (N,): the equal-confidence mixing ratio (NaN if none).
+    The model must be in eval mode for the attack (as the reference); it is left as it was.
+    """
+    from . import attacks
+
+    _check_inputs("x", x, batched=True)
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
+        raise ValueError(f"y must be a tensor of {x.shape[0]} labels, got {getattr(y, 'shape', y)!r}")
+    device = model_device(model)
+    x, y = x.to(device), y.to(device)
+    x_adv = attacks.smoothmix_attack(model, x, y, step_size=step_size, steps=steps, sigma=sigma,
+                                     num_noise=num_noise, generator=generator).x_adv
+    conf = interpolation_confidence(model, x, x_adv, sigma=sigma, num_noise=num_noise, ratios=ratios,
+                                    generator=generator)
+    labels = y.cpu().numpy()
+    rows = np.arange(labels.size)
+    at_adv = conf[:, -1].copy()
+    at_adv[rows, labels] = -np.inf
+    other = at_adv.argmax(1)
+    return {"true": conf[rows, :, labels], "other": conf[rows, :, other], "other_class": other,
+            "ratio": equal_confidence_ratio(conf, labels, ratios)}
