@@ -35,6 +35,12 @@ KERNEL = "python3"
 #: The executed chapters, in reading order (the same order as in ``_toc.yml``).
 NOTEBOOKS: tuple[str, ...] = (
     "noise_training",
+    "bs_loss_increment",
+    "bs_hessian",
+    "bs_comparison",
+    "bs_beta_tradeoff",
+    "bs_stability",
+    "bs_ablations",
     "rs_certified_curves",
     "rs_smoothadv_attacks",
     "rs_comparison",

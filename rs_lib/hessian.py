@@ -168,3 +168,100 @@ def weight_hessian_top_eigenvalue(model: nn.Module, x: Tensor, y: Tensor, *,
         for module, training in modes.items():
             module.train(training)
     return float(eigenvalues[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Backward Smoothing Fig. 3: curvature of the inner objective at clean, random and BS points
+# --------------------------------------------------------------------------------------------
+
+POINTS = ("clean", "random", "backward-smoothed")
+OBJECTIVES = ("kl", "ce")
+
+
+def smoothing_points(model: nn.Module, x: Tensor, *, eps: float, step_size: float, gamma: float = 1.0,
+                     generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """The three starting points of BS Fig. 3, in the model's current mode (use eval).
+
+    ``clean``: x; ``random``: x + U(−eps, eps), not clamped, as Fast TRADES starts (BS eq. 4.2, the
+    trajectory the figure follows); ``backward-smoothed``: x + ξ*, one signed step of ``step_size``
+    on KL(s(f(x) + γψ) ‖ s(f(x + ξ))) from ξ = 0 (BS eq. 4.4), projected and clamped.
+    """
+    from rs_lib import attacks
+
+    check.positive("eps", eps)
+    check.positive("step_size", step_size)
+    check.non_negative("gamma", gamma)
+    uniform = torch.rand(x.shape, generator=generator, dtype=x.dtype,
+                         device=generator.device if generator is not None else x.device).to(x.device)
+    return {"clean": x.detach(), "random": (x + eps * (2 * uniform - 1)).detach(),
+            "backward-smoothed": attacks.backward_smoothing_init(model, x, eps=eps, step_size=step_size,
+                                                                 gamma=gamma, generator=generator)}
+
+
+def smoothing_curvature(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float,
+                        gamma: float = 1.0, objectives: tuple[str, ...] | list[str] = ("kl",), iters: int = 20,
+                        seed: int = 0) -> list[dict[str, float | str]]:
+    """Mean per-example top eigenvalue of the input Hessian of the inner objective at each of
+    :data:`POINTS` (BS Fig. 3), one row per (objective, point).
+
+    Objectives: ``'kl'``, x' ↦ KL(s(f(x)) ‖ s(f(x'))) (the TRADES / Fast TRADES / BS inner objective,
+    eq. 4.1; clean target fixed); ``'ce'``, x' ↦ CE(f(x'), y) (AT, eq. 3.1). The model is put in eval
+    mode for the computation and restored. The random and backward-smoothed points and the power
+    iteration's start vectors come from one generator seeded with ``seed`` on x's device, so every
+    checkpoint of a trajectory is probed with the same draws. Units: loss / pixel².
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(objectives, (list, tuple)) or not objectives:
+        raise ValueError(f"objectives must be a non-empty list drawn from {OBJECTIVES}, got {objectives!r}")
+    for objective in objectives:
+        check.choice("objectives", objective, OBJECTIVES)
+    check.positive_int("iters", iters)
+    check.integer("seed", seed, low=0)
+    was_training = model.training
+    model.eval()
+    try:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        points = smoothing_points(model, x, eps=eps, step_size=step_size, gamma=gamma, generator=generator)
+        with torch.no_grad():
+            clean_logits = model(x)
+        rows: list[dict[str, float | str]] = []
+        for objective in objectives:
+            loss_fn = kl_objective(model, clean_logits) if objective == "kl" else ce_objective(model, y)
+            for name, point in points.items():
+                eig = input_hessian_top_eigenvalue(loss_fn, point, iters=iters, generator=generator,
+                                                   per_example=True)
+                rows.append({"objective": objective, "point": name, "eigenvalue": float(eig.mean())})
+    finally:
+        model.train(was_training)
+    return rows
+
+
+def curvature_along_training(load_model: Callable[[int], nn.Module], epochs: list[int] | tuple[int, ...],
+                             x: Tensor, y: Tensor, *, eps: float, step_size: float, gamma: float = 1.0,
+                             objectives: tuple[str, ...] | list[str] = ("kl",), iters: int = 20, seed: int = 0,
+                             weight_space: bool = False, weight_iters: int = 100) -> list[dict[str, float | str | int]]:
+    """:func:`smoothing_curvature` of the checkpoint ``load_model(e)`` for each epoch e (BS Fig. 3),
+    plus, with ``weight_space``, the top eigenvalue of the weight Hessian of CE on (x, y) at each
+    checkpoint (PyHessian, at most ``weight_iters`` power iterations; objective ``'ce (weights)'``,
+    point ``'clean'``). Rows carry ``epoch``."""
+    if not callable(load_model):
+        raise ValueError("load_model must be a callable epoch -> model")
+    if not isinstance(epochs, (list, tuple)) or not epochs:
+        raise ValueError(f"epochs must be a non-empty list of epoch numbers, got {epochs!r}")
+    check.positive_int("weight_iters", weight_iters)
+    rows: list[dict[str, float | str | int]] = []
+    for epoch in epochs:
+        check.integer("epochs", epoch, low=0)
+        model = load_model(epoch)
+        device = next(model.parameters()).device
+        xs, ys = x.to(device), y.to(device)
+        for row in smoothing_curvature(model, xs, ys, eps=eps, step_size=step_size, gamma=gamma,
+                                       objectives=objectives, iters=iters, seed=seed):
+            rows.append({"epoch": epoch, **row})
+        if weight_space:
+            generator = torch.Generator(device=device).manual_seed(seed)
+            rows.append({"epoch": epoch, "objective": "ce (weights)", "point": "clean",
+                         "eigenvalue": weight_hessian_top_eigenvalue(model, xs, ys, iters=weight_iters,
+                                                                     generator=generator)})
+    return rows

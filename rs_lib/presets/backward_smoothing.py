@@ -1,0 +1,458 @@
+"""Backward Smoothing chapter (Chen et al., AAAI 2022): presets of the six ``bs_*`` notebooks.
+
+| experiment | notebook | paper figures / tables |
+|---|---|---|
+| ``bs_loss_increment`` | loss increment along training, catastrophic-overfitting curves | Fig. 1, Fig. 5 |
+| ``bs_hessian`` | input-Hessian top eigenvalue at clean / random / backward-smoothed points | Fig. 3 |
+| ``bs_comparison`` | every method: accuracy, PGD-20/100, AutoAttack, time | Tables 1-5, 13-14 |
+| ``bs_beta_tradeoff`` | natural vs robust accuracy over beta | Fig. 4, Table 12 |
+| ``bs_stability`` | robust accuracy over seeds and step sizes | Fig. 6, arXiv Fig. 1 |
+| ``bs_ablations`` | step size, gamma, BS alone, random points, single-step variants | Tables 7-11, 15 |
+
+Every notebook builds its runs with :func:`train_config`, which derives a method's hyperparameters
+from the chapter knobs every experiment shares (``linf_eps``, ``step_ratios``, ``trades_betas``, ...),
+and trains them into the one run store :data:`STORE`. The same method at the same settings is
+therefore the same ``TrainConfig`` (one store hash) in every notebook, and is trained once: the
+``eps = 0.3`` Backward Smoothing run serves Fig. 1, Fig. 3, Fig. 4, the comparison and the ablations.
+
+Profiles:
+
+* ``smoke``: synthetic 28x28 data, Wong et al.'s MNIST net, 2 epochs of 128 images, every sweep cut
+  to one or two values, attacks on 32 test images; seconds per notebook.
+* ``cpu``: Fashion-MNIST, Wong et al.'s MNIST net (``wong_mnist``, no BatchNorm), 6 epochs of 15,000
+  training images (a fixed subset), Adam with the cyclic learning rate 0 -> 5e-3 -> 0 (Wong et al.'s
+  MNIST recipe), batch 128, no augmentation; per-epoch clean / FGSM / PGD-10 (random start, step
+  eps/4) accuracy on 500 held-out training images, best epoch on PGD. Radii where the phenomena
+  appear at this scale (reference notes §7; re-checked at 15,000 x 6 while writing these presets):
+  eps 0.3 (certain catastrophic overfitting of Fast AT; Backward Smoothing and Fast TRADES survive),
+  0.25 (seed-dependent collapse of Fast AT with alpha = 1.25 eps) and 0.1 (no collapse). The
+  multi-step baselines (PGD-AT, TRADES: 10 steps) train on 7,500 images with an eps warm-up over
+  the first 2 epochs (PGD-10 AT at eps 0.3 does not train at all without one, §7.1). TRADES-type
+  methods all use beta = 6 (the paper's Backward Smoothing uses 10, which collapsed in a pilot at
+  this scale: see ``bs_beta_tradeoff``); Backward Smoothing and Fast TRADES both take alpha = eps, so that the
+  comparison isolates their initialisation. Cost: the budget table in ``book/backward_smoothing.md``.
+* ``paper``: CIFAR-10, ResNet-18, 100 epochs, SGD lr 0.1 (x0.1 at epochs 50 and 75), momentum 0.9,
+  weight decay 5e-4, batch 128, crop + flip, eps = 0.031 and the paper's step sizes (§5); per-epoch
+  PGD-20 (no random start, step eps/4 ~ 2/255) on 2,560 held-out images for model selection (the BS
+  code uses 2,560 *test* images); test: PGD-20/100 and AutoAttack on the full test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import _validate as check
+from .. import methods
+from ..train import TrainConfig
+
+#: The run-store experiment shared by the six notebooks (one directory per TrainConfig hash).
+STORE = "backward_smoothing"
+
+#: Paper names of the methods (the row labels of the paper's tables).
+LABELS = {
+    "standard": "Standard",
+    "pgd_at": "AT",
+    "fast_at_zero": "Fast AT (no random init)",
+    "fast_at": "Fast AT",
+    "fast_at_2step": "Fast AT (2-step)",
+    "gradalign": "Fast AT (GradAlign)",
+    "trades": "TRADES",
+    "fast_trades": "Fast TRADES",
+    "fast_trades_2step": "Fast TRADES (2-step)",
+    "backward_smoothing": "Backward Smoothing",
+    "bs_alone": "Backward Smoothing alone",
+    "backward_smoothing_pgd": "Backward Smoothing (PGD)",
+    "odi_pgd": "ODI (PGD)",
+    "odi_trades": "ODI (TRADES)",
+}
+
+#: The multi-step (10-step) baselines, which ``multistep_n_train`` and the warm-up apply to.
+MULTISTEP = ("pgd_at", "trades")
+_GAMMA = ("backward_smoothing", "bs_alone", "backward_smoothing_pgd")
+_ODI = ("odi_pgd", "odi_trades")
+
+PAPER_EPS = 0.031  # BS §5: "we set eps = 0.031 for all three datasets"
+
+
+def _paper_ratio(step_over_255: float) -> float:
+    """A step size the paper gives in /255 units, as a multiple of eps = 0.031 (the knobs' unit)."""
+    return step_over_255 / 255 / PAPER_EPS
+
+
+# ------------------------------------------------------------------------------ training bases
+
+_VAL = dict(val_metrics=("clean", "fgsm", "pgd"), select_on="pgd")
+
+_TRAIN = {
+    "smoke": dict(dataset="synthetic", model="wong_mnist", epochs=2, batch_size=64, n_train=128, n_val=32,
+                  augment=False, optimizer="adam", lr=5e-3, schedule="cyclic", peak=0.4, weight_decay=0.0,
+                  seed=0, **_VAL),
+    # Wong et al.'s MNIST recipe (Adam, cyclic lr 0 -> 5e-3 -> 0 peaking at 2/5 of training, batch
+    # 128; reference notes §2.1 and the §7 pilot) on a fixed 15,000-image subset for 6 epochs.
+    "cpu": dict(dataset="fashion-mnist", model="wong_mnist", epochs=6, batch_size=128, n_train=15000, n_val=500,
+                augment=False, optimizer="adam", lr=5e-3, schedule="cyclic", peak=0.4, weight_decay=0.0,
+                seed=0, **_VAL),
+    # BS §5: ResNet-18, lr 0.1 decayed at epochs 50 and 75 (x0.1); 100 epochs, batch 128, momentum
+    # 0.9, weight decay 5e-4, crop + flip: the BS code (train_trades_backward.py, reference notes §1.2).
+    "paper": dict(dataset="cifar10", model="resnet18", epochs=100, batch_size=128, n_train=None, n_val=2560,
+                  augment=True, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
+                  schedule="piecewise", milestones=(0.5, 0.75), lr_decay=0.1, seed=0, **_VAL),
+}
+
+# ------------------------------------------------------------------------------ method knobs
+
+_CPU_STEPS = {
+    "fast_at_zero": 1.25, "fast_at": 1.25, "gradalign": 1.25,       # Wong et al.'s MNIST alpha = 1.25 eps
+    "fast_at_2step": 0.75, "fast_trades_2step": 0.625,               # the paper's 6/255 and 5/255 per 8/255
+    "pgd_at": 0.25, "trades": 0.25,                                  # 2/255 per 8/255
+    "fast_trades": 1.0, "backward_smoothing": 1.0, "bs_alone": 1.0,  # alpha = eps: BS vs Fast TRADES
+    "backward_smoothing_pgd": 1.0, "odi_pgd": 1.0, "odi_trades": 1.0,  # differ only in their start
+}
+
+_PAPER_STEPS = {  # BS §5 "Experimental Setting"
+    "pgd_at": _paper_ratio(2), "trades": _paper_ratio(2),             # "10-step ... step size of 2/255 for both"
+    "backward_smoothing": _paper_ratio(8),                            # "gamma = 1 and step size as 8/255"
+    "fast_at": _paper_ratio(10), "gradalign": _paper_ratio(10),       # "10/255 for Fast AT/GradAlign"
+    "fast_at_zero": _paper_ratio(10),                                 # Fig. 1: Fast AT without random init
+    "fast_at_2step": _paper_ratio(6),                                 # "6/255 for 2-step Fast AT"
+    "fast_trades": _paper_ratio(6),                                   # "6/255 for Fast TRADES"
+    "fast_trades_2step": _paper_ratio(5),                             # "5/255 for 2-step Fast TRADES"
+    # not stated (App. B): Backward Smoothing's 8/255 for its alone / PGD / ODI variants
+    "bs_alone": _paper_ratio(8), "backward_smoothing_pgd": _paper_ratio(8),
+    "odi_pgd": _paper_ratio(8), "odi_trades": _paper_ratio(8),
+}
+
+_CPU_BETAS = {m: 6.0 for m in ("trades", "fast_trades", "fast_trades_2step", "backward_smoothing", "bs_alone",
+                               "odi_trades")}
+# TRADES: beta = 6 (Zhang et al.; the paper does not restate it, nor Fast TRADES' beta, for which the
+# BS code's default is 6); Backward Smoothing: beta = 10 (Table 12's best, the README's command);
+# its alone / ODI (TRADES) variants: the same 10 (App. B does not restate it).
+_PAPER_BETAS = {"trades": 6.0, "fast_trades": 6.0, "fast_trades_2step": 6.0, "backward_smoothing": 10.0,
+                "bs_alone": 10.0, "odi_trades": 10.0}
+
+_METHOD = {
+    "smoke": dict(linf_eps=0.3, step_ratios=_CPU_STEPS, trades_betas=_CPU_BETAS, bs_gamma=1.0, gradalign_lam=2.0,
+                  multistep_warmup_epochs=0.5, multistep_n_train=64,
+                  hessian_methods=["fast_trades"], hessian_epochs=[0, 1]),
+    # gradalign_lam: no Fashion-MNIST value exists (reference notes §7.2); 2.0 is GradAlign's value at
+    # its largest CIFAR-10 radius (16/255, lambda(eps) = 0.02 10^(eps/8)), where CO is as certain as here.
+    "cpu": dict(linf_eps=0.3, step_ratios=_CPU_STEPS, trades_betas=_CPU_BETAS, bs_gamma=1.0, gradalign_lam=2.0,
+                multistep_warmup_epochs=2.0, multistep_n_train=7500,
+                hessian_methods=["fast_trades", "backward_smoothing"], hessian_epochs=[0, 1, 2, 3, 4, 5]),
+    # BS §5 (eps, step sizes, gamma), Table 12 (beta); GradAlign lambda = 0.2 at 8/255 (Andriushchenko &
+    # Flammarion); Fig. 3 follows Fast TRADES "until [it] obtains its best robustness (the 51st epoch)".
+    "paper": dict(linf_eps=PAPER_EPS, step_ratios=_PAPER_STEPS, trades_betas=_PAPER_BETAS, bs_gamma=1.0,
+                  gradalign_lam=0.2, multistep_warmup_epochs=0.0, multistep_n_train=None,
+                  hessian_methods=["fast_trades"],
+                  hessian_epochs=[0, 10, 20, 30, 40, 50]),
+}
+
+_ALL_METHODS = ["pgd_at", "fast_at", "fast_at_2step", "gradalign", "trades", "fast_trades", "fast_trades_2step",
+                "backward_smoothing"]
+_VARIANTS = ["fast_at", "fast_trades", "backward_smoothing", "bs_alone", "backward_smoothing_pgd", "odi_pgd",
+             "odi_trades"]
+
+
+# Per-epoch 'fgsm' / 'pgd' validation attacks at the profile's radius; `train_config` rescales them to a
+# run's own eps. cpu: PGD-10 with a random start (it sees through a collapsed model's masked gradients);
+# paper: the BS code's PGD-20 without random start, step 0.0078 ~ eps/4 (reference notes §1.2).
+_VAL_PGD = {"smoke": dict(pgd_steps=2, pgd_random_start=True), "cpu": dict(pgd_steps=10, pgd_random_start=True),
+            "paper": dict(pgd_steps=20, pgd_random_start=False)}
+
+
+def _base(profile: str) -> dict[str, Any]:
+    eps = _METHOD[profile]["linf_eps"]
+    return {**_TRAIN[profile], **_METHOD[profile],
+            "eval_params": {"eps": eps, "pgd_step_size": eps / 4, **_VAL_PGD[profile]}}
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Fig. 1 (loss increment per iteration) and Fig. 5 (clean / FGSM / PGD accuracy per epoch) of the same
+    # runs; cpu adds the no-collapse regime eps = 0.1 for Fast AT without random init.
+    "bs_loss_increment": {
+        "smoke": {**_base("smoke"), "increment_methods": ["fast_at_zero", "fast_at", "backward_smoothing"],
+                  "sanity_eps": 0.1, "sanity_methods": ["fast_at_zero"], "increment_window": 2},
+        "cpu": {**_base("cpu"), "increment_methods": ["fast_at_zero", "fast_at", "pgd_at", "backward_smoothing"],
+                "sanity_eps": 0.1, "sanity_methods": ["fast_at_zero"], "increment_window": 15},
+        "paper": {**_base("paper"), "increment_methods": ["fast_at_zero", "fast_at", "pgd_at", "backward_smoothing"],
+                  "sanity_eps": None, "sanity_methods": ["fast_at_zero"], "increment_window": 100},
+    },
+    # Fig. 3: top eigenvalue of the input Hessian of the inner objective along the kept checkpoints of the
+    # `hessian_methods` runs (paper: Fast TRADES), at clean, uniformly perturbed and backward-smoothed points.
+    # KL only: for piecewise-linear networks (all of ours) the CE and KL input Hessians coincide.
+    "bs_hessian": {
+        "smoke": {**_base("smoke"), "hessian_n": 8, "hessian_iters": 3, "hessian_objectives": ["kl"],
+                  "weight_hessian": True},
+        "cpu": {**_base("cpu"), "hessian_n": 64, "hessian_iters": 20, "hessian_objectives": ["kl"],
+                "weight_hessian": True},
+        "paper": {**_base("paper"), "hessian_n": 512, "hessian_iters": 50, "hessian_objectives": ["kl"],
+                  "weight_hessian": True},
+    },
+    # Tables 1-5, 13-14: every method at linf_eps (seed 0), Fast TRADES and Backward Smoothing over `seeds`,
+    # the `test_protocols` on that many test images (best epoch; the first protocol also at the last epoch),
+    # AutoAttack on `aa_methods`, and the methods of `extra_eps_methods` at each of `extra_eps`.
+    "bs_comparison": {
+        "smoke": {**_base("smoke"), "compare_methods": ["standard", "fast_at", "fast_trades", "backward_smoothing"],
+                  "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0, 1],
+                  "test_protocols": {"pgd20_bs": 32, "pgd20_rs": 32}, "aa_protocol": "autoattack_fast",
+                  "aa_methods": ["backward_smoothing"], "aa_n_test": 8, "extra_eps": [0.1],
+                  "extra_eps_methods": ["backward_smoothing"]},
+        "cpu": {**_base("cpu"), "compare_methods": ["standard", *_ALL_METHODS],
+                "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0, 1, 2],
+                "test_protocols": {"pgd20_bs": 1000, "pgd20_rs": 500, "pgd100_bs": 500},
+                "aa_protocol": "autoattack_fast", "aa_methods": ["pgd_at", "fast_at", "trades", "fast_trades",
+                                                                 "backward_smoothing"],
+                "aa_n_test": 200, "extra_eps": [], "extra_eps_methods": []},
+        # Table 2 (CIFAR-10; -p dataset cifar100 for Table 3), Table 5 (AutoAttack; the paper's models are
+        # WRN-34-10: -p model wrn34_10), Tables 13-14 (eps 4/255 and 12/255; step sizes scale with eps).
+        "paper": {**_base("paper"), "compare_methods": ["standard", *_ALL_METHODS],
+                  "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0],
+                  "test_protocols": {"pgd100_bs": 10000, "pgd20_bs": 10000, "pgd20_rs": 10000},
+                  "aa_protocol": "autoattack_standard",
+                  "aa_methods": ["pgd_at", "fast_at", "trades", "fast_trades", "fast_trades_2step",
+                                 "backward_smoothing"],
+                  "aa_n_test": 10000, "extra_eps": [4 / 255, 12 / 255], "extra_eps_methods": list(_ALL_METHODS)},
+    },
+    # Fig. 4 / Table 12: the TRADES-type methods over beta; the other methods as single points (shared runs).
+    "bs_beta_tradeoff": {
+        "smoke": {**_base("smoke"), "beta_grid": [2.0, 6.0], "tradeoff_methods": ["backward_smoothing"],
+                  "point_methods": ["fast_at"], "n_test": 32, "test_protocol": "pgd20_rs"},
+        "cpu": {**_base("cpu"), "beta_grid": [2.0, 6.0, 10.0], "tradeoff_methods": ["fast_trades", "backward_smoothing"],
+                "point_methods": ["pgd_at", "fast_at", "gradalign", "trades"], "n_test": 1000,
+                "test_protocol": "pgd20_rs"},
+        "paper": {**_base("paper"), "beta_grid": [2.0, 4.0, 6.0, 8.0, 10.0, 12.0],
+                  "tradeoff_methods": ["trades", "fast_trades", "backward_smoothing"],
+                  "point_methods": ["pgd_at", "fast_at", "gradalign"], "n_test": 10000, "test_protocol": "pgd100_bs"},
+    },
+    # Fig. 6 and arXiv Fig. 1: Fast AT at several step sizes and the `stability_methods` over `seeds`.
+    "bs_stability": {
+        "smoke": {**_base("smoke"), "stability_eps": 0.25, "seeds": [0, 1], "fast_at_step_ratios": [1.25],
+                  "stability_methods": ["backward_smoothing"], "n_test": 32, "test_protocol": "pgd20_rs"},
+        "cpu": {**_base("cpu"), "stability_eps": 0.25, "seeds": [0, 1, 2, 3, 4], "fast_at_step_ratios": [1.0, 1.25],
+                "stability_methods": ["backward_smoothing"], "n_test": 500, "test_protocol": "pgd20_rs"},
+        # arXiv §3: Fast AT run 10 times per step size (6, 8, 10 /255); Fast TRADES at 6/255 (arXiv Fig. 2).
+        "paper": {**_base("paper"), "stability_eps": PAPER_EPS, "seeds": list(range(10)),
+                  "fast_at_step_ratios": [_paper_ratio(6), _paper_ratio(8), _paper_ratio(10)],
+                  "stability_methods": ["fast_trades", "backward_smoothing"], "n_test": 10000,
+                  "test_protocol": "pgd100_bs"},
+    },
+    # Table 7 (step size), Table 11 (gamma), Table 10 (random points), Tables 8-9 (BS alone) and Table 15
+    # (single-step variants), all at linf_eps, seed 0.
+    "bs_ablations": {
+        "smoke": {**_base("smoke"), "step_ratio_grid": [1.0, 1.5], "gamma_grid": [1.0, 5.0], "num_points_grid": [1, 2],
+                  "variant_methods": ["fast_at", "backward_smoothing", "bs_alone", "odi_pgd"], "n_test": 32,
+                  "test_protocol": "pgd20_rs"},
+        "cpu": {**_base("cpu"), "step_ratio_grid": [0.5, 1.0, 1.5], "gamma_grid": [0.1, 1.0, 5.0],
+                "num_points_grid": [1, 4], "variant_methods": list(_VARIANTS), "n_test": 1000,
+                "test_protocol": "pgd20_rs"},
+        # Table 7: 6-12/255; Table 11: gamma in {0.1, 0.5, 1, 2, 5}; Table 10: 1, 2, 5, 10 points.
+        "paper": {**_base("paper"), "step_ratio_grid": [_paper_ratio(s) for s in range(6, 13)],
+                  "gamma_grid": [0.1, 0.5, 1.0, 2.0, 5.0], "num_points_grid": [1, 2, 5, 10],
+                  "variant_methods": list(_VARIANTS), "n_test": 10000, "test_protocol": "pgd100_bs"},
+    },
+}
+
+
+# ------------------------------------------------------------------------------ runs
+
+
+def method_params(settings: Any, method: str, *, eps: float | None = None) -> dict[str, Any]:
+    """The hyperparameters of ``method`` that the chapter knobs of ``settings`` set, at radius ``eps``
+    (default ``settings.linf_eps``): eps, step size(s) = ratio x eps, beta, gamma, GradAlign's lambda."""
+    eps = settings.linf_eps if eps is None else check.positive("eps", eps)
+    if method == "standard":
+        return {}
+    params: dict[str, Any] = {"eps": eps}
+    if method in settings.step_ratios:
+        params["step_size"] = settings.step_ratios[method] * eps
+    if method in _ODI:
+        params["odi_step_size"] = params["step_size"]
+    if method in settings.trades_betas:
+        params["beta"] = settings.trades_betas[method]
+    if method in _GAMMA:
+        params["gamma"] = settings.bs_gamma
+    if method == "gradalign":
+        params["lam"] = settings.gradalign_lam
+    return params
+
+
+def train_config(settings: Any, method: str, *, eps: float | None = None, seed: int | None = None,
+                 **params: Any) -> TrainConfig:
+    """The chapter's ``TrainConfig`` for ``method`` (a key of :data:`LABELS`): the training knobs of
+    ``settings``, the method's hyperparameters from :func:`method_params` with ``params`` on top, the
+    per-epoch validation attack at ``eps``, and ``seed`` (default: the preset's).
+
+    The multi-step baselines (:data:`MULTISTEP`) train on ``multistep_n_train`` images (if set) with an
+    eps warm-up over ``multistep_warmup_epochs``. The base run of each of ``hessian_methods`` (at
+    ``linf_eps`` and the preset's seed, no ``params`` changed) keeps the weights of ``hessian_epochs``.
+    Equal arguments give equal configs, hence one stored run, in every notebook of the chapter.
+    """
+    check.choice("method", method, sorted(LABELS))
+    base = method_params(settings, method, eps=eps)
+    merged = {**base, **params}
+    val_eps = merged.get("eps", settings.linf_eps if eps is None else eps)
+    changes: dict[str, Any] = {"method": method, "method_params": merged,
+                               "eval_params": validation_params(settings, val_eps)}
+    if seed is not None:
+        changes["seed"] = check.integer("seed", seed, low=0)
+    if method in MULTISTEP:
+        changes["warmup_epochs"] = settings.multistep_warmup_epochs
+        if settings.multistep_n_train is not None:
+            changes["n_train"] = settings.multistep_n_train
+    resolved = methods.method_config(method, merged)  # defaults filled in, as the store hash sees them
+    is_base = (resolved == methods.method_config(method, method_params(settings, method))
+               and changes.get("seed", settings.seed) == settings.seed)
+    if method in settings.hessian_methods and is_base:
+        changes["keep_epochs"] = tuple(e for e in settings.hessian_epochs if e < settings.epochs)
+    return settings.train_config(**changes)
+
+
+def validation_params(settings: Any, eps: float) -> dict[str, Any]:
+    """The preset's ``eval_params`` (per-epoch 'fgsm' / 'pgd' metrics) moved to radius ``eps``, with the
+    PGD step eps/4 (the BS code's 0.0078 at 0.031)."""
+    return {**settings.eval_params, "eps": eps, "pgd_step_size": eps / 4}
+
+
+def fit(settings: Any, method: str, *, device: str = "auto", progress: bool = True, **kwargs: Any):
+    """Train (or read back from :data:`STORE`) the run of :func:`train_config` (same arguments)."""
+    from ..train import run_training
+
+    return run_training(train_config(settings, method, **kwargs), experiment=STORE, device=device,
+                        progress=progress)
+
+
+def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", device: str = "auto",
+               eps: float | None = None) -> dict[str, Any]:
+    """Clean and robust accuracy of a run's ``which`` checkpoint ('best' on validation or 'last') on
+    the first ``n_test`` test images under the named ``protocol`` of :data:`rs_lib.evaluate.PROTOCOLS`,
+    at the run's training radius (or ``eps``). Computed once, then read from the run directory.
+
+    Returns ``{"clean": ..., "robust": ..., "label": protocol label, "n": n_test}`` (fractions).
+    """
+    from .. import data, evaluate
+
+    _protocol("protocol", protocol)
+    check.positive_int("n_test", n_test)
+    check.choice("which", which, ("best", "last"))
+    eps = run.config.eval_params["eps"] if eps is None else check.positive("eps", eps)
+    params = {"protocol": protocol, "n_test": n_test, "which": which, "eps": eps}
+
+    def compute() -> dict[str, Any]:
+        model = run.load_model(which, device=device)
+        test = data.load(run.config.dataset, "test", n=n_test)
+        result = evaluate.robust_accuracy(model, test, eps=eps, protocol=protocol)
+        return {"clean": result.clean_accuracy, "robust": result.accuracy, "label": result.label, "n": n_test}
+
+    return run.cached("robustness", params, compute)
+
+
+def cost(run: Any) -> dict[str, float]:
+    """Training cost of a run: seconds per epoch (mean, training only) and milliseconds per iteration
+    (comparable between runs on different numbers of images), and its forward / backward passes per
+    iteration as its method states them."""
+    summary = run.summary
+    per_epoch = sum(summary["train_time_per_epoch"]) / summary["epochs"]
+    iters = int((run.iterations()["epoch"] == 0).sum())
+    passes = summary["passes_per_iteration"]
+    return {"s_per_epoch": per_epoch, "ms_per_iter": 1000 * per_epoch / iters,
+            "forward": passes["forward"], "backward": passes["backward"]}
+
+
+# ------------------------------------------------------------------------------ knob checks
+
+
+def _list(item_check, *, allow_empty: bool = False):
+    def checker(name: str, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
+            raise ValueError(f"{name} must be a {'' if allow_empty else 'non-empty '}list, got {value!r}")
+        for i, v in enumerate(value):
+            item_check(f"{name}[{i}]", v)
+        return value
+    return checker
+
+
+def _method(name: str, value: Any) -> Any:
+    return check.choice(name, value, sorted(LABELS))
+
+
+def _method_map(item_check):
+    def checker(name: str, value: Any) -> Any:
+        if not isinstance(value, Mapping) or not value:
+            raise ValueError(f"{name} must be a non-empty mapping method -> value, got {value!r}")
+        for key, v in value.items():
+            _method(f"{name} key", key)
+            item_check(f"{name}[{key!r}]", v)
+        return value
+    return checker
+
+
+def _optional(item_check):
+    def checker(name: str, value: Any) -> Any:
+        return None if value is None else item_check(name, value)
+    return checker
+
+
+def _flag(name: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _protocol(name: str, value: Any) -> Any:
+    from .. import evaluate
+
+    return check.choice(name, value, sorted(evaluate.PROTOCOLS))
+
+
+def _protocol_sizes(name: str, value: Any) -> Any:
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"{name} must be a non-empty mapping protocol -> number of test images, got {value!r}")
+    for key, n in value.items():
+        _protocol(f"{name} key", key)
+        check.positive_int(f"{name}[{key!r}]", n)
+    return value
+
+
+def _objective(name: str, value: Any) -> Any:
+    return check.choice(name, value, ("kl", "ce"))
+
+
+KNOB_CHECKS = {
+    "linf_eps": check.positive,
+    "step_ratios": _method_map(check.positive),
+    "trades_betas": _method_map(check.non_negative),
+    "bs_gamma": check.non_negative,
+    "gradalign_lam": check.non_negative,
+    "multistep_warmup_epochs": check.non_negative,
+    "multistep_n_train": _optional(check.positive_int),
+    "hessian_methods": _list(_method, allow_empty=True),
+    "hessian_epochs": _list(lambda n, v: check.integer(n, v, low=0)),
+    "increment_methods": _list(_method),
+    "sanity_eps": _optional(check.positive),
+    "sanity_methods": _list(_method, allow_empty=True),
+    "increment_window": check.positive_int,
+    "hessian_n": check.positive_int,
+    "hessian_iters": check.positive_int,
+    "hessian_objectives": _list(_objective),
+    "weight_hessian": _flag,
+    "compare_methods": _list(_method),
+    "pair_methods": _list(_method),
+    "test_protocols": _protocol_sizes,
+    "aa_protocol": _protocol,
+    "aa_methods": _list(_method, allow_empty=True),
+    "aa_n_test": check.positive_int,
+    "extra_eps": _list(check.positive, allow_empty=True),
+    "extra_eps_methods": _list(_method, allow_empty=True),
+    "beta_grid": _list(check.non_negative),
+    "tradeoff_methods": _list(_method),
+    "point_methods": _list(_method, allow_empty=True),
+    "test_protocol": _protocol,
+    "stability_eps": check.positive,
+    "fast_at_step_ratios": _list(check.positive),
+    "stability_methods": _list(_method, allow_empty=True),
+    "step_ratio_grid": _list(check.positive),
+    "gamma_grid": _list(check.non_negative),
+    "num_points_grid": _list(check.positive_int),
+    "variant_methods": _list(_method),
+}
