@@ -111,6 +111,11 @@ def test_cli_book_rejects_unknown_profile(capsys):
     assert "--profile" in capsys.readouterr().err
 
 
+def test_cli_book_rejects_zero_threads(capsys):
+    assert main(["book", "--profile", "smoke", "--threads", "0", "--no-build", "--notebooks", "noise_training"]) == 2
+    assert "threads" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("overrides,name", [
     ({"epochs": 0}, "epochs"),
     ({"train_sigmas": [0.25, -1.0]}, "train_sigmas"),

@@ -206,12 +206,12 @@ class FastTRADES2StepConfig(FastTRADESConfig):
 
 
 @dataclass(frozen=True)
-class BSConfig(AdversarialConfig):
-    """Backward Smoothing (BS Alg. 1): β = 10, γ = 1, α = 8/255 for both steps (§5, Tables 7, 11, 12),
-    ε = 0.031, one ascent step. num_points: ψ draws averaged by the BS step (App. B Table 10)."""
+class BSAloneConfig(AdversarialConfig):
+    """Backward Smoothing alone (App. B Tables 8-9): the BS initialisation with Backward Smoothing's
+    settings (α = 8/255, γ = 1, β = 10, ε = 0.031) and no ascent step.
+    num_points: ψ draws averaged by the BS step (App. B Table 10)."""
 
     step_size: float = _px(8)
-    steps: int = 1
     beta: float = 10.0
     gamma: float = 1.0
     num_points: int = 1
@@ -219,28 +219,22 @@ class BSConfig(AdversarialConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check.positive("step_size", self.step_size)
-        check.positive_int("steps", self.steps)
         check.non_negative("beta", self.beta)
         check.non_negative("gamma", self.gamma)
         check.positive_int("num_points", self.num_points)
 
 
 @dataclass(frozen=True)
-class BSAloneConfig(AdversarialConfig):
-    """Backward Smoothing alone (App. B Tables 8-9): the BS initialisation with Backward Smoothing's
-    settings (α = 8/255, γ = 1, β = 10, ε = 0.031) and no ascent step."""
+class BSConfig(BSAloneConfig):
+    """Backward Smoothing (BS Alg. 1): β = 10, γ = 1, α = 8/255 for both steps (§5, Tables 7, 11, 12),
+    ε = 0.031, one ascent step after the initialisation. num_points: ψ draws averaged by the BS step
+    (App. B Table 10)."""
 
-    step_size: float = _px(8)
-    beta: float = 10.0
-    gamma: float = 1.0
-    num_points: int = 1
+    steps: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check.positive("step_size", self.step_size)
-        check.non_negative("beta", self.beta)
-        check.non_negative("gamma", self.gamma)
-        check.positive_int("num_points", self.num_points)
+        check.positive_int("steps", self.steps)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ from typing import Any
 from .. import _validate as check
 
 
-def list_of(item_check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
-    """Checker for a non-empty list whose items pass ``item_check``."""
+def list_of(item_check: Callable[[str, Any], Any], *, allow_empty: bool = False) -> Callable[[str, Any], Any]:
+    """Checker for a list (non-empty unless ``allow_empty``) whose items pass ``item_check``."""
 
     def checker(name: str, value: Any) -> Any:
-        if not isinstance(value, (list, tuple)) or not value:
-            raise ValueError(f"{name} must be a non-empty list, got {value!r}")
+        if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
+            raise ValueError(f"{name} must be a {'' if allow_empty else 'non-empty '}list, got {value!r}")
         for i, v in enumerate(value):
             item_check(f"{name}[{i}]", v)
         return value

@@ -45,6 +45,7 @@ from typing import Any
 from .. import _validate as check
 from .. import methods
 from ..train import TrainConfig
+from ._checks import list_of
 
 #: The run-store experiment shared by the six notebooks (one directory per TrainConfig hash).
 STORE = "backward_smoothing"
@@ -362,16 +363,6 @@ def cost(run: Any) -> dict[str, float]:
 # ------------------------------------------------------------------------------ knob checks
 
 
-def _list(item_check, *, allow_empty: bool = False):
-    def checker(name: str, value: Any) -> Any:
-        if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
-            raise ValueError(f"{name} must be a {'' if allow_empty else 'non-empty '}list, got {value!r}")
-        for i, v in enumerate(value):
-            item_check(f"{name}[{i}]", v)
-        return value
-    return checker
-
-
 def _method(name: str, value: Any) -> Any:
     return check.choice(name, value, sorted(LABELS))
 
@@ -426,33 +417,33 @@ KNOB_CHECKS = {
     "gradalign_lam": check.non_negative,
     "multistep_warmup_epochs": check.non_negative,
     "multistep_n_train": _optional(check.positive_int),
-    "hessian_methods": _list(_method, allow_empty=True),
-    "hessian_epochs": _list(lambda n, v: check.integer(n, v, low=0)),
-    "increment_methods": _list(_method),
+    "hessian_methods": list_of(_method, allow_empty=True),
+    "hessian_epochs": list_of(lambda n, v: check.integer(n, v, low=0)),
+    "increment_methods": list_of(_method),
     "sanity_eps": _optional(check.positive),
-    "sanity_methods": _list(_method, allow_empty=True),
+    "sanity_methods": list_of(_method, allow_empty=True),
     "increment_window": check.positive_int,
     "hessian_n": check.positive_int,
     "hessian_iters": check.positive_int,
-    "hessian_objectives": _list(_objective),
+    "hessian_objectives": list_of(_objective),
     "weight_hessian": _flag,
-    "compare_methods": _list(_method),
-    "pair_methods": _list(_method),
+    "compare_methods": list_of(_method),
+    "pair_methods": list_of(_method),
     "test_protocols": _protocol_sizes,
     "aa_protocol": _protocol,
-    "aa_methods": _list(_method, allow_empty=True),
+    "aa_methods": list_of(_method, allow_empty=True),
     "aa_n_test": check.positive_int,
-    "extra_eps": _list(check.positive, allow_empty=True),
-    "extra_eps_methods": _list(_method, allow_empty=True),
-    "beta_grid": _list(check.non_negative),
-    "tradeoff_methods": _list(_method),
-    "point_methods": _list(_method, allow_empty=True),
+    "extra_eps": list_of(check.positive, allow_empty=True),
+    "extra_eps_methods": list_of(_method, allow_empty=True),
+    "beta_grid": list_of(check.non_negative),
+    "tradeoff_methods": list_of(_method),
+    "point_methods": list_of(_method, allow_empty=True),
     "test_protocol": _protocol,
     "stability_eps": check.positive,
-    "fast_at_step_ratios": _list(check.positive),
-    "stability_methods": _list(_method, allow_empty=True),
-    "step_ratio_grid": _list(check.positive),
-    "gamma_grid": _list(check.non_negative),
-    "num_points_grid": _list(check.positive_int),
-    "variant_methods": _list(_method),
+    "fast_at_step_ratios": list_of(check.positive),
+    "stability_methods": list_of(_method, allow_empty=True),
+    "step_ratio_grid": list_of(check.positive),
+    "gamma_grid": list_of(check.non_negative),
+    "num_points_grid": list_of(check.positive_int),
+    "variant_methods": list_of(_method),
 }
