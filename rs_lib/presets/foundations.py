@@ -7,7 +7,7 @@ PRESETS = {
         "smoke": dict(dataset="synthetic", model="lenet", epochs=2, batch_size=64, n_train=512, n_val=128,
                       optimizer="sgd", lr=0.05, schedule="constant", weight_decay=5e-4, augment=False,
                       train_sigmas=[0.5], eval_sigmas=[0.0, 0.5, 1.0], n_test=128, seed=0),
-        "cpu": dict(dataset="fashion-mnist", model="lenet", epochs=6, batch_size=128, n_train=None,
+        "cpu": dict(dataset="fashion-mnist", model="lenet", epochs=4, batch_size=128, n_train=20000,
                     n_val=1000, optimizer="sgd", lr=0.05, schedule="piecewise", milestones=(0.5, 0.75),
                     weight_decay=1e-4, augment=False, train_sigmas=[0.25, 0.5, 1.0],
                     eval_sigmas=[0.0, 0.12, 0.25, 0.5, 0.75, 1.0], n_test=10000, seed=0),
