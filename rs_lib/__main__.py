@@ -98,6 +98,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    """--run DIR | --checkpoint PATH, and --which: the model that certify and evaluate read."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="DIR", help="a run directory results/<experiment>/<hash>/")
+    src.add_argument("--checkpoint", metavar="PATH",
+                     help="a checkpoint .pt file of a run (its config: inside the file or config.json beside it)")
+    p.add_argument("--which", default="best", help="with --run: best or last checkpoint (default: best)")
+
+
 def _add_certify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("certify", help="certify a trained model with randomized smoothing (Cohen et al.)",
                        description="CERTIFY every selected example of a dataset split with the Gaussian-smoothed "
@@ -105,11 +114,7 @@ def _add_certify(sub: argparse._SubParsersAction) -> None:
                                    "writing the reference TSV (idx label predict radius correct time + p_lower "
                                    "count n). Re-running with the same --out resumes; disjoint --start/--stop "
                                    "ranges shard a run.")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", metavar="DIR", help="a run directory results/<experiment>/<hash>/")
-    src.add_argument("--checkpoint", metavar="PATH",
-                     help="a checkpoint .pt file of a run (its config: inside the file or config.json beside it)")
-    p.add_argument("--which", default="best", help="with --run: best or last checkpoint (default: best)")
+    _add_model_source(p)
     p.add_argument("--sigma", type=float, default=None,
                    help="noise level (default: the run's training sigma, if its method has one)")
     p.add_argument("--dataset", default=None, help="dataset (default: the run's)")
@@ -231,11 +236,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="clean / PGD-k / AutoAttack accuracy of a stored run or checkpoint",
                        description="Robust accuracy (l-inf) of a stored run's best or last model, or of a checkpoint "
                                    "file, on the first --n examples of a split, under named protocols; prints a table.")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", metavar="DIR", help="a run directory results/<experiment>/<hash>/")
-    src.add_argument("--checkpoint", metavar="PATH",
-                     help="a checkpoint .pt file of a run (its config: inside the file or config.json beside it)")
-    p.add_argument("--which", default="best", help="with --run: best or last checkpoint (default: best)")
+    _add_model_source(p)
     p.add_argument("--protocol", nargs="+", default=["clean", "pgd20_bs"],
                    help="clean, pgd20_bs, pgd100_bs, pgd20_rs, pgd100_rs, autoattack_standard, autoattack_fast "
                         "(default: clean pgd20_bs)")
