@@ -6,12 +6,16 @@ One run, one model, the same inputs and the same n for every row:
   model's device, broadcast input, packed batches, int64 counts on the device;
 * ``reference-style``: Cohen et al.'s ``core.py`` loop re-written plainly: one input at a time,
   ``x.repeat`` per batch, ``randn_like``, ``.cpu().numpy()`` and Python counting per batch;
-* ``raw forward``: the model alone on a preallocated batch in ``inference_mode`` (the limit).
+* ``raw forward``: the model alone on a preallocated batch in ``inference_mode`` (the limit), in
+  the same memory format and at the same batch size as the row it bounds;
+* with ``--compile``: ``ours compiled`` (``Smooth(..., compile=True)``) and the raw forward of the
+  same ``torch.compile``d model; compilation happens in an untimed warm-up.
 
 Rates are samples/s (n0 + n per input), best of ``--repeats`` round-robin runs, timed by the
 process's CPU clock on one CPU thread (robust to other load) and by wall clock otherwise.
 
     OMP_NUM_THREADS=1 python benchmarks/certify_throughput.py --n 10000 --num-inputs 4 --threads 1
+    python benchmarks/certify_throughput.py --n 20000 --num-inputs 4 --threads 2 --compile
 """
 
 from __future__ import annotations
@@ -83,14 +87,17 @@ def timed(fn: Callable[[], object], device: torch.device, clock: Callable[[], fl
 
 
 def raw_forward(model: nn.Module, shape: tuple[int, ...], total: int, batch_size: int,
-                device: torch.device, channels_last: bool) -> None:
+                device: torch.device, channels_last: bool, full_model: nn.Module | None = None) -> None:
+    """``total`` samples through ``model`` in batches; ``full_model`` (e.g. compiled) takes the
+    full batches and ``model`` the last partial one, as ``Smooth(compile=True)`` does."""
     # empty(memory_format=...) then fill: .contiguous(channels_last) is a no-op for one channel
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     batch = torch.empty((batch_size, *shape), device=device, memory_format=fmt)
     batch.copy_(torch.rand((batch_size, *shape), device=device))
     with torch.inference_mode():
         for start in range(0, total, batch_size):
-            model(batch[:min(batch_size, total - start)]).argmax(1)
+            size = min(batch_size, total - start)
+            (full_model if full_model is not None and size == batch_size else model)(batch[:size]).argmax(1)
 
 
 def main() -> None:
@@ -110,6 +117,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats; best time kept")
     parser.add_argument("--clock", choices=["cpu", "wall"], default=None,
                         help="process CPU time (default on CPU with --threads 1) or wall time")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time Smooth(compile=True) and the compiled model's raw forward")
     args = parser.parse_args()
     if args.ours_batch_size is None:
         args.ours_batch_size = args.batch_size
@@ -127,8 +136,8 @@ def main() -> None:
 
     obs = args.ours_batch_size
 
-    def ours(channels_last: bool) -> Callable[[], object]:
-        smooth = Smooth(model, 10, args.sigma, channels_last=channels_last)
+    def ours(channels_last: bool, compile: bool = False) -> Callable[[], object]:
+        smooth = Smooth(model, 10, args.sigma, channels_last=channels_last, compile=compile)
         return lambda: smooth.certify_batch(xs, args.n0, args.n, alpha, obs)
 
     def reference() -> None:
@@ -147,6 +156,15 @@ def main() -> None:
         "ours": ours(False),
         "ours channels_last": ours(True),
     }
+    if args.compile:
+        compiled = torch.compile(model, dynamic=False)
+        methods["raw compiled cl, our batch"] = lambda: raw_forward(model, (1, 28, 28), total, obs, device, True,
+                                                                    full_model=compiled)
+        methods["ours compiled channels_last"] = ours(True, compile=True)
+        start = time.perf_counter()
+        for name in ("raw compiled cl, our batch", "ours compiled channels_last"):
+            methods[name]()   # compiles (untimed)
+        print(f"torch.compile warm-up (both compiled rows): {time.perf_counter() - start:.1f} s wall")
     # Round-robin repeats, best time per method: other processes on a shared machine slow whole
     # stretches of a run, and the minimum is the least disturbed measurement.
     # On one CPU thread the process's CPU time is the measure that other processes' load does not
@@ -170,6 +188,11 @@ def main() -> None:
           f"{rate['ours channels_last'] / rate['reference-style']:.2f}x")
     print(f"ours channels_last / raw cl at its batch "
           f"{rate['ours channels_last'] / rate['raw forward cl, our batch']:.1%}")
+    if args.compile:
+        print(f"ours compiled / reference-style        "
+              f"{rate['ours compiled channels_last'] / rate['reference-style']:.2f}x")
+        print(f"ours compiled / raw compiled at its batch "
+              f"{rate['ours compiled channels_last'] / rate['raw compiled cl, our batch']:.1%}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Training cost of every Backward Smoothing chapter method relative to ``standard``, in one run.
 
-Every method trains a copy of the same initial model on the same batches (default: small_cnn on
-the first Fashion-MNIST images, batch 128, the methods' paper hyperparameters, instrumentation off):
+Every method trains a copy of the same initial model on the same batches (default: wong_mnist, the
+model of the chapter's cpu profile, on the first Fashion-MNIST images, batch 128, the methods' paper
+hyperparameters, instrumentation off):
 ``--warmup`` untimed iterations, then ``--iters`` timed ones (objective, weight backward, SGD step,
 as the training loop does), interleaved: iteration i of every method runs before iteration i + 1 of
 any, so that load from other processes falls on all methods alike; a method's time is the median of
@@ -9,21 +10,25 @@ its per-iteration times. Printed per method: its forward/backward passes per ite
 and checked here with module hooks on one untimed iteration), seconds per iteration, the ratio to
 ``standard`` and the pass-count ideal ratio
 
-    ideal = (F + w_in·B_in + w_w·B_w) / (same for standard),
+    ideal = (F + w_in·B_in + w_w·B_w + w_dd·D) / (same for standard),
 
 where the hooks split the B backward passes into B_in input-gradient backwards (inside the
 objective: attack steps) and B_w weight backwards (the loop's ``loss.backward()``, one per training
 forward), and the costs of a pass relative to a forward are measured on the model (``--backward-weight
 measured``: w_in from a forward + input-gradient backward, w_w from a forward + weight backward, the
-fastest of 5 each; on CPU w_in ≈ 0.9, w_w ≈ 1.4 for small_cnn) or given as one number for both
-(e.g. 2, the usual rule of thumb "a backward costs two forwards"). Also TRADES-10 / BS (the paper's
-Table 2: 482 / 164 = 2.94).
+fastest of 5 each; on this project's CPU w_in ≈ 3.4, w_w ≈ 2.5 for wong_mnist,
+and w_in ≈ 1.1, w_w ≈ 1.5 for small_cnn) or given as one number for
+all (e.g. 2, the usual rule of thumb "a backward costs two forwards"). D is the method's stated number
+of double backwards (``Passes.double_backward``: GradAlign's back-propagation through the graph of
+an input gradient taken with ``create_graph``, which no module hook sees); its weight w_dd is
+measured as the time of forward + create_graph input gradient + backward of that gradient, minus
+forward, input backward and weight backward. Also TRADES-10 / BS (the paper's Table 2: 482 / 164 = 2.94).
 
 Timing: the process's CPU clock when the device is the CPU with one thread (insensitive to other
-load on the machine), else wall clock with CUDA synchronisation. GradAlign's double back-propagation
-costs more than its hook-counted passes (the backward through a gradient's graph is no module pass).
+load on the machine), else wall clock with CUDA synchronisation.
 
     OMP_NUM_THREADS=1 python benchmarks/train_cost.py --threads 1 --iters 30
+    OMP_NUM_THREADS=1 python benchmarks/train_cost.py --threads 1 --iters 30 --model small_cnn
     python benchmarks/train_cost.py --device cuda --model preact_resnet18 --dataset synthetic-3x32x32
 """
 
@@ -93,8 +98,8 @@ def measured_passes(model: nn.Module, name: str, cfg, x: torch.Tensor, y: torch.
 
 
 def backward_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clock: Clock,
-                     repeats: int = 5) -> tuple[float, float]:
-    """(input-gradient backward, weight backward) time / forward time, model in train mode."""
+                     repeats: int = 5) -> tuple[float, float, float]:
+    """(input-gradient backward, weight backward, double backward) time / forward time, train mode."""
     model = copy.deepcopy(model).train()
     loss_fn = nn.CrossEntropyLoss()
 
@@ -111,15 +116,22 @@ def backward_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clock: 
             times.append(clock.now() - start)
         return min(times)
 
+    def double_backward() -> None:
+        z = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss_fn(model(z), y), z, create_graph=True)
+        g.pow(2).sum().backward()
+
     forward = fastest(lambda: loss_fn(model(x), y))
     with_input = fastest(input_backward)
     with_weights = fastest(lambda: loss_fn(model(x), y).backward())
-    return max(with_input - forward, 0.0) / forward, max(with_weights - forward, 0.0) / forward
+    with_double = fastest(double_backward)
+    w_in, w_w = max(with_input - forward, 0.0) / forward, max(with_weights - forward, 0.0) / forward
+    return w_in, w_w, max(with_double / forward - 1.0 - w_in - w_w, 0.0)
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="small_cnn")
+    p.add_argument("--model", default="wong_mnist", help="default: the chapter's cpu-profile model")
     p.add_argument("--dataset", default="fashion-mnist", help="any rs_lib dataset, e.g. synthetic-3x32x32")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--iters", type=int, default=30, help="timed iterations per method and round")
@@ -127,7 +139,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto")
     p.add_argument("--methods", nargs="+", default=None, help="default: standard + every chapter method")
-    p.add_argument("--backward-weight", default="measured", help="'measured' or a number (e.g. 2)")
+    p.add_argument("--backward-weight", default="measured",
+                   help="'measured' or one number for every kind of backward (e.g. 2)")
     return p.parse_args()
 
 
@@ -145,7 +158,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(check.positive_int("--threads", args.threads))
     weights = None if args.backward_weight == "measured" else \
-        (check.non_negative("--backward-weight", float(args.backward_weight)),) * 2
+        (check.non_negative("--backward-weight", float(args.backward_weight)),) * 3
     clock = Clock(device, cpu_time=device.type == "cpu" and torch.get_num_threads() == 1)
 
     info = data_mod.dataset_info(args.dataset)
@@ -158,7 +171,7 @@ def main() -> None:
     x0, y0 = batches[0]
     if weights is None:
         weights = backward_weights(initial, x0, y0, clock)
-    w_in, w_w = weights
+    w_in, w_w, w_dd = weights
     generator = torch.Generator(device=device).manual_seed(0)
     ctx = StepContext(epoch=0, iteration=0, progress=0.0, generator=generator, num_classes=info.num_classes)
 
@@ -168,6 +181,7 @@ def main() -> None:
         stated = methods.METHODS[name].passes(cfg)
         forward, b_in, b_w = measured_passes(initial, name, cfg, x0, y0, ctx)
         rows[name] = {"cfg": cfg, "F": stated.forward, "B": stated.backward, "B_in": b_in, "B_w": b_w,
+                      "D": stated.double_backward,
                       "times": [], "hooks_agree": (forward, b_in + b_w) == (stated.forward, stated.backward)}
         rows[name]["model"] = copy.deepcopy(initial).train()
         rows[name]["opt"] = torch.optim.SGD(rows[name]["model"].parameters(), lr=0.01, momentum=0.9)
@@ -181,19 +195,20 @@ def main() -> None:
         r["seconds"] = statistics.median(r["times"])
 
     base = rows["standard"]
-    cost = lambda r: r["F"] + w_in * r["B_in"] + w_w * r["B_w"]  # noqa: E731
+    cost = lambda r: r["F"] + w_in * r["B_in"] + w_w * r["B_w"] + w_dd * r["D"]  # noqa: E731
     print(f"model {args.model}, {args.dataset}, batch {args.batch_size}, {args.iters} timed iterations after "
           f"{args.warmup} (interleaved, median), device {device}, threads {torch.get_num_threads()}, "
           f"{'process CPU time' if clock.cpu_time else 'wall time'}; pass cost: forward 1, input backward {w_in:.2f}, "
-          f"weight backward {w_w:.2f}{' (measured)' if args.backward_weight == 'measured' else ''}")
-    print(f"{'method':24s} {'F':>4s} {'B':>4s} {'(in+w)':>7s} {'s/iter':>8s} {'ratio':>7s} {'ideal':>7s} "
+          f"weight backward {w_w:.2f}, double backward {w_dd:.2f}"
+          f"{' (measured)' if args.backward_weight == 'measured' else ''}")
+    print(f"{'method':24s} {'F':>4s} {'B':>4s} {'(in+w)':>7s} {'D':>3s} {'s/iter':>8s} {'ratio':>7s} {'ideal':>7s} "
           f"{'ratio/ideal':>11s}  hooks")
     for name, r in rows.items():
         ratio = r["seconds"] / base["seconds"]
         ideal = cost(r) / cost(base)
         r.update(ratio=ratio, ideal=ideal)
         split = f"{r['B_in']:g}+{r['B_w']:g}"
-        print(f"{name:24s} {r['F']:4g} {r['B']:4g} {split:>7s} {r['seconds']:8.4f} {ratio:7.2f} {ideal:7.2f} "
+        print(f"{name:24s} {r['F']:4g} {r['B']:4g} {split:>7s} {r['D']:3g} {r['seconds']:8.4f} {ratio:7.2f} {ideal:7.2f} "
               f"{ratio / ideal:11.2f}  {'ok' if r['hooks_agree'] else 'DIFFER'}")
     if {"trades", "backward_smoothing"} <= rows.keys():
         measured = rows["trades"]["seconds"] / rows["backward_smoothing"]["seconds"]

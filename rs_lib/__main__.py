@@ -129,7 +129,10 @@ def _add_certify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="PATH", help="output TSV (resumed if it exists)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; example idx uses (seed, idx)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--channels-last", action="store_true", help="channels-last batches (same predictions)")
+    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="channels-last batches, same predictions (default auto: on for a CPU model)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for full batches (same fp32 classifier; pays off at large n)")
     p.add_argument("--data-root", default=None, help="directory with the datasets (default: $RS_DATA or data/)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -209,7 +212,8 @@ def _certify(args: argparse.Namespace) -> int:
     model = model.to(device).eval()
     split = data.load(dataset, args.split, root=args.data_root, val_size=cfg.val_size)
     images = _FloatImages(split.images)
-    smooth = Smooth(model, info.num_classes, sigma, channels_last=args.channels_last)
+    channels_last = {"auto": "auto", "on": True, "off": False}[args.channels_last]
+    smooth = Smooth(model, info.num_classes, sigma, channels_last=channels_last, compile=args.compile)
     frame = certify_dataset(smooth, images, split.labels, n0=args.n0, n=args.n, alpha=args.alpha,
                             batch_size=args.batch, out_path=out, start=args.start, stop=args.stop,
                             skip=args.skip, seed=args.seed, progress=not args.no_progress)

@@ -107,7 +107,7 @@ class TrainConfig:
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing fractions of training, got {self.milestones}")
         check.probability("lr_decay", self.lr_decay)
-        check.probability("peak", self.peak)
+        check.number("peak", self.peak, low=0.0, high=1.0, high_open=True)   # 0: decay from the start
         check.non_negative("warmup_epochs", self.warmup_epochs)
         check.choice("warmup_by", self.warmup_by, WARMUP_BY)
         if not self.val_metrics:

@@ -215,5 +215,5 @@ def test_backward_smoothing_trains_end_to_end_and_logs_the_instrumentation(tmp_p
     assert len(iters) == 2 and INSTRUMENT_KEYS <= set(iters.columns)
     assert iters["warmup"].iloc[0] == 0.0 and 0 < iters["warmup"].iloc[1] < 1
     assert {"val_clean_acc", "val_fgsm_acc", "val_pgd_acc"} <= set(epochs.columns)
-    assert run_.summary["passes_per_iteration"] == {"forward": 5, "backward": 4}
+    assert run_.summary["passes_per_iteration"] == {"forward": 5, "backward": 4, "double_backward": 0.0}
     assert run_.summary["select_on"] == "val_pgd_acc"

@@ -347,6 +347,38 @@ def test_macer_without_robustness_term_is_smoothed_nll():
     assert float(out.loss.detach()) == pytest.approx(float(F.nll_loss((f_hat + 1e-10).log(), y).detach()), rel=1e-5)
 
 
+def test_macer_loss_and_gradient_equal_the_reference_formula():
+    # Zhai et al.'s macer.py, written out with torch.distributions.Normal.icdf as it does: NLL of the
+    # mean softmax + lbd * sigma/2 * sum over correct examples with |gap| <= gamma of (gamma - gap), / B.
+    # Labels: the smoothed top class for all but the last example; gamma: the median gap of those, so
+    # that the hinge keeps some examples and drops others.
+    model, (x, _) = Tiny().eval(), batch()     # eval: BN statistics do not move between forwards
+    sigma, m, beta, lbd = 0.5, 4, 2.0, 3.0
+    noise = attacks.draw_noise(x, sigma=sigma, num_noise=m, generator=torch.Generator().manual_seed(7))
+    logits = model((x.unsqueeze(1) + noise).flatten(0, 1)).view(B, m, C)
+    top2 = torch.topk(F.softmax(beta * logits, 2).mean(1), 2)
+    y = top2[1][:, 0].clone()
+    y[-1] = (y[-1] + 1) % C
+    normal = torch.distributions.Normal(0.0, 1.0)
+    gaps = (normal.icdf(top2[0][:, 0]) - normal.icdf(top2[0][:, 1])).detach()[:-1]
+    gamma = float(gaps.median())
+    cfg = methods.method_config("macer", {"num_noise": m, "beta": beta, "gamma": gamma, "lbd": lbd, "sigma": sigma})
+    out = sm.macer(model, x, y, cfg, ctx(seed=7))
+    ours = torch.autograd.grad(out.loss, list(model.parameters()))
+
+    classification = F.nll_loss((F.softmax(logits, 2).mean(1) + 1e-10).log(), y, reduction="sum")
+    correct = top2[1][:, 0] == y
+    out0, out1 = top2[0][correct, 0], top2[0][correct, 1]
+    gap = normal.icdf(out1) - normal.icdf(out0)
+    keep = ~torch.isnan(gap) & ~torch.isinf(gap) & (gap.abs() <= gamma)
+    assert 0 < int(keep.sum()) < int(correct.sum()) == B - 1
+    robustness = (normal.icdf(out1[keep]) - normal.icdf(out0[keep]) + gamma).sum() * sigma / 2
+    expected = (classification + lbd * robustness) / B
+    assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    for g, r in zip(ours, torch.autograd.grad(expected, list(model.parameters()))):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
 def test_macer_deferred_epochs_switch_off_the_robustness_term():
     cfg = methods.method_config("macer", {"num_noise": 3, "deferred_epochs": 5})
     x, y = batch()
@@ -507,7 +539,8 @@ def test_run_training_end_to_end(tmp_path, method, params):
     run = run_training(cfg, root=tmp_path, device="cpu", progress=False)
     assert run.summary["finished"]
     stated = methods.get_method(method).passes(cfg.method_cfg)
-    assert run.summary["passes_per_iteration"] == {"forward": stated.forward, "backward": stated.backward}
+    assert run.summary["passes_per_iteration"] == {"forward": stated.forward, "backward": stated.backward,
+                                                   "double_backward": 0.0}
     rows = run.iterations()
     assert len(rows) == 2 and np.isfinite(rows["loss"]).all()
     if method == "smoothadv_pgd":

@@ -221,10 +221,33 @@ def test_labels_are_the_paper_table_rows():
     ("compare_methods", ["fast_at", "fgsm"]),
     ("extra_eps", [0.0]),
     ("multistep_n_train", 0),
+    ("accel_training", {"optimizer": "adam"}),
+    ("accel_training", {"schedule": "one_cycle"}),
+    ("accel_methods", ["fgsm"]),
 ])
 def test_bad_knob_raises_value_error_naming_it(knob, value):
     with pytest.raises(ValueError, match=knob):
         profiles.resolve("bs_comparison", "cpu", **{knob: value})
+
+
+def test_paper_table6_reruns_the_comparison_with_the_bs_codes_cyclic_lr_and_amp():
+    s = profiles.resolve("bs_comparison", "paper")
+    assert set(s.accel_methods) == set(s.compare_methods) - {"standard"}
+    for method in s.accel_methods:
+        base = bs.train_config(s, method)
+        accel = bs.train_config(s, method, training=s.accel_training)
+        # CyclicLR(base_lr=0, max_lr=0.2, step_size_up=1): peak at the first iteration, linear to 0.
+        assert (accel.schedule, accel.lr, accel.peak, accel.amp, accel.epochs) == ("cyclic", 0.2, 0.0, True, 30)
+        assert accel.replace(schedule=base.schedule, lr=base.lr, peak=base.peak, amp=False, epochs=100,
+                             keep_epochs=base.keep_epochs) == base
+        assert _hash(accel) != _hash(base)
+
+
+def test_amp_runs_are_refused_on_the_cpu_before_training():
+    s = profiles.resolve("bs_comparison", "paper")
+    with pytest.raises(ValueError, match="accel_training.*amp.*CUDA"):
+        bs.check_training_device(s.accel_training, "cpu", name="accel_training")
+    bs.check_training_device({"schedule": "cyclic"}, "cpu")     # no amp: fine on the CPU
 
 
 def test_empty_lists_allowed_where_a_part_can_be_skipped():

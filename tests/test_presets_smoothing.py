@@ -213,6 +213,15 @@ def test_cpu_profile_is_fashion_mnist_lenet_with_stated_certification():
         assert math.isclose(params["step_size"] * params["steps"], 8 * sigma)
 
 
+def test_cpu_macer_switches_lambda_on_only_after_the_first_lr_decay():
+    # The reference's --deferred: lambda = 0 until the first lr decay. Switched on at the initial lr
+    # (epoch 1 of 3, an earlier version of this preset) the robustness term threw LeNet to chance.
+    s = profiles.resolve("rs_comparison", "cpu")
+    for sigma in s.models["MACER"]["sigmas"]:
+        cfg = sp.model_config(s, s.models["MACER"], sigma)
+        assert min(_decay_epochs(cfg)) <= cfg.method_params["deferred_epochs"] < cfg.epochs
+
+
 def test_chunked_methods_split_the_batch_by_num_noise():
     s = profiles.resolve("rs_comparison", "cpu")
     assert sp.model_config(s, s.models["Consistency"], 0.5).batch_size == 128 // 2

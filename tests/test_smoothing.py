@@ -316,6 +316,50 @@ def test_channels_last_gives_identical_certificates():
     assert plain == fast
 
 
+def test_noise_drawn_in_many_blocks_is_independent_of_batch_size_and_never_repeats():
+    # 64x64 inputs: a CPU noise block holds 16 samples, so 100 samples take 7 blocks through the
+    # reused scratch buffer; packing them into batches of 5, 16 or 100 must not change anything.
+    model = Recorder(nn.Sequential(nn.Flatten(), nn.Linear(64 * 64, 3)), keep=True)
+    x = torch.rand(1, 64, 64)
+    assert smoothing.noise_block(x) == 16
+    certs, noisy = set(), {}
+    for bs in (5, 16, 100):
+        model.inputs.clear()
+        certs.add(Smooth(model, 3, 0.5).certify_detailed(x, 10, 100, 0.01, bs,
+                                                         generator=torch.Generator().manual_seed(3)))
+        noisy[bs] = torch.cat(model.inputs)
+    assert len(certs) == 1
+    assert torch.equal(noisy[5], noisy[16]) and torch.equal(noisy[5], noisy[100])
+    assert len(torch.unique(noisy[5].flatten(1), dim=0)) == 110
+
+
+def test_compile_classifies_full_batches_compiled_and_a_partial_batch_eagerly(monkeypatch):
+    compiled = []
+
+    def fake_compile(module, **kwargs):
+        assert kwargs == {"dynamic": False}
+        wrapper = Recorder(module)
+        compiled.append(wrapper)
+        return wrapper
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    eager = Recorder(small_cnn())
+    smooth = Smooth(eager, 4, 0.25, compile=True)
+    smooth.certify(torch.rand(1, 8, 8), 20, 230, 0.01, 100)       # 250 samples: 2 full batches + 50
+    assert len(compiled) == 1 and compiled[0].samples == 200 and eager.samples == 250
+    assert eager.calls == 3                                        # the wrapper forwards to it
+    with pytest.raises(ValueError, match="compile"):
+        Smooth(small_cnn(), 4, 0.25, compile="yes")
+
+
+def test_compiled_classifier_gives_identical_certificates():
+    x = torch.rand(2, 1, 8, 8)
+    gens = lambda: [example_generator(4, k) for k in range(2)]  # noqa: E731
+    plain = Smooth(small_cnn(), 4, 0.25).certify_batch(x, 20, 300, 0.01, 128, generators=gens())
+    fast = Smooth(small_cnn(), 4, 0.25, compile=True).certify_batch(x, 20, 300, 0.01, 128, generators=gens())
+    assert plain == fast
+
+
 def test_bfloat16_autocast_is_opt_in_and_warns():
     with pytest.warns(UserWarning, match="reduced-precision"):
         smooth = Smooth(small_cnn(), 4, 0.25, autocast_dtype=torch.bfloat16)

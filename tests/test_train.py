@@ -114,6 +114,16 @@ def test_cyclic_schedule_is_triangular_with_its_peak():
     assert values[-1] == pytest.approx(0.01 / 0.6)
 
 
+def test_cyclic_schedule_with_peak_zero_decays_linearly_from_the_first_iteration():
+    # the Backward Smoothing code's `cyclic`: CyclicLR(base_lr=0, max_lr, step_size_up=1), i.e. at the
+    # peak after one iteration, then linear to 0 (Table 6)
+    cfg = TrainConfig(**{**TINY, "schedule": "cyclic", "peak": 0.0})
+    values = [lr_factor(cfg, i, 100) for i in range(100)]
+    assert values[0] == 1.0 and values[50] == pytest.approx(0.5) and values[-1] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="peak"):
+        TrainConfig(**{**TINY, "schedule": "cyclic", "peak": 1.0})
+
+
 def test_cosine_schedule_goes_from_one_to_zero():
     cfg = TrainConfig(**{**TINY, "schedule": "cosine"})
     assert lr_factor(cfg, 0, 100) == 1.0 and lr_factor(cfg, 50, 100) == pytest.approx(0.5)

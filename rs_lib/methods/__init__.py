@@ -33,10 +33,15 @@ from .. import _validate as check
 
 @dataclass(frozen=True)
 class Passes:
-    """Forward and backward passes per training iteration, in batch-equivalents."""
+    """Forward and backward passes per training iteration, in batch-equivalents.
+
+    ``double_backward`` counts back-propagations through a gradient's own graph (GradAlign's
+    ``create_graph`` gradient): real work that no module hook sees, so it is not part of ``backward``.
+    """
 
     forward: float
     backward: float
+    double_backward: float = 0.0
 
 
 @dataclass

@@ -466,7 +466,8 @@ def fast_at_2step(model: nn.Module, x: Tensor, y: Tensor, cfg: FastAT2StepConfig
 
 
 def _gradalign_passes(cfg: GradAlignConfig) -> Passes:
-    return _passes(4, 5, cfg, 1 + cfg.random_start)
+    passes = _passes(4, 5, cfg, 1 + cfg.random_start)
+    return Passes(passes.forward, passes.backward, double_backward=1)
 
 
 @register("gradalign", GradAlignConfig, passes=_gradalign_passes)
@@ -479,7 +480,8 @@ def gradalign(model: nn.Module, x: Tensor, y: Tensor, cfg: GradAlignConfig, ctx:
     apart from the FGSM one (as the BS repository; GradAlign's zero-start recipe could reuse it).
     Passes: 4 F + 5 B as module hooks count them (attack 1+1, regulariser 2+2, training forward 1,
     weight backward through the training forward and through the x + η forward); the double
-    backward through the x + η gradient's graph costs about one more backward that no hook sees.
+    backward through the x + η gradient's graph is one more pass that no hook sees (stated as
+    ``Passes.double_backward = 1``).
     Instrument: +2 forwards (+1 with ``random_start=False``).
     """
     lam = cfg.effective_lam

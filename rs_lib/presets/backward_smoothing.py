@@ -4,7 +4,7 @@
 |---|---|---|
 | ``bs_loss_increment`` | loss increment along training, catastrophic-overfitting curves | Fig. 1, Fig. 5 |
 | ``bs_hessian`` | input-Hessian top eigenvalue at clean / random / backward-smoothed points | Fig. 3 |
-| ``bs_comparison`` | every method: accuracy, PGD-20/100, AutoAttack, time | Tables 1-5, 13-14 |
+| ``bs_comparison`` | every method: accuracy, PGD-20/100, AutoAttack, time, cyclic lr + AMP | Tables 1-6, 13-14 |
 | ``bs_beta_tradeoff`` | natural vs robust accuracy over beta | Fig. 4, Table 12 |
 | ``bs_stability`` | robust accuracy over seeds and step sizes | Fig. 6, arXiv Fig. 1 |
 | ``bs_ablations`` | step size, gamma, BS alone, random points, single-step variants | Tables 7-11, 15 |
@@ -190,7 +190,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": {**_base("paper"), "hessian_n": 512, "hessian_iters": 50, "hessian_objectives": ["kl"],
                   "weight_hessian": True},
     },
-    # Tables 1-5, 13-14: every method at linf_eps (seed 0), Fast TRADES and Backward Smoothing over `seeds`,
+    # Tables 1-6, 13-14: every method at linf_eps (seed 0), Fast TRADES and Backward Smoothing over `seeds`,
     # the `test_protocols` on that many test images (best epoch; the first protocol also at the last epoch),
     # AutoAttack on `aa_methods`, and the methods of `extra_eps_methods` at each of `extra_eps`.
     "bs_comparison": {
@@ -198,13 +198,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0, 1],
                   "test_protocols": {"pgd20_bs": 32, "pgd20_rs": 32}, "aa_protocol": "autoattack_fast",
                   "aa_methods": ["backward_smoothing"], "aa_n_test": 8, "extra_eps": [0.1],
-                  "extra_eps_methods": ["backward_smoothing"]},
+                  "extra_eps_methods": ["backward_smoothing"],
+                  "accel_methods": ["backward_smoothing"],
+                  "accel_training": {"schedule": "cyclic", "lr": 5e-3, "peak": 0.0, "epochs": 1}},
         "cpu": {**_base("cpu"), "compare_methods": ["standard", *_ALL_METHODS],
                 "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0, 1, 2],
                 "test_protocols": {"pgd20_bs": 1000, "pgd20_rs": 500, "pgd100_bs": 500},
                 "aa_protocol": "autoattack_fast", "aa_methods": ["pgd_at", "fast_at", "trades", "fast_trades",
                                                                  "backward_smoothing"],
-                "aa_n_test": 200, "extra_eps": [], "extra_eps_methods": []},
+                "aa_n_test": 200, "extra_eps": [], "extra_eps_methods": [],
+                # Table 6: the cpu comparison above already trains with a one-cycle lr; mixed precision
+                # needs CUDA, so no separate runs here.
+                "accel_methods": [], "accel_training": {}},
         # Table 2 (CIFAR-10; -p dataset cifar100 for Table 3), Table 5 (AutoAttack; the paper's models are
         # WRN-34-10: -p model wrn34_10), Tables 13-14 (eps 4/255 and 12/255; step sizes scale with eps).
         "paper": {**_base("paper"), "compare_methods": ["standard", *_ALL_METHODS],
@@ -213,7 +218,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "aa_protocol": "autoattack_standard",
                   "aa_methods": ["pgd_at", "fast_at", "trades", "fast_trades", "fast_trades_2step",
                                  "backward_smoothing"],
-                  "aa_n_test": 10000, "extra_eps": [4 / 255, 12 / 255], "extra_eps_methods": list(_ALL_METHODS)},
+                  "aa_n_test": 10000, "extra_eps": [4 / 255, 12 / 255], "extra_eps_methods": list(_ALL_METHODS),
+                  # Table 6 (cyclic lr + mixed precision): the BS code's `cyclic` option (CyclicLR 0 -> 2 lr =
+                  # 0.2 in one iteration, then linear to 0: peak 0) with AMP. The paper does not state the
+                  # epochs; 30 is inferred from its times (Table 6 / Table 2 = 0.15 for every method: 30 %
+                  # of the epochs at AMP's ~2x). CyclicLR's momentum cycling (0.9 <-> 0.8) is not modelled.
+                  "accel_methods": list(_ALL_METHODS),
+                  "accel_training": {"schedule": "cyclic", "lr": 0.2, "peak": 0.0, "amp": True, "epochs": 30}},
     },
     # Fig. 4 / Table 12: the TRADES-type methods over beta; the other methods as single points (shared runs).
     "bs_beta_tradeoff": {
@@ -279,10 +290,11 @@ def method_params(settings: Any, method: str, *, eps: float | None = None) -> di
 
 
 def train_config(settings: Any, method: str, *, eps: float | None = None, seed: int | None = None,
-                 **params: Any) -> TrainConfig:
+                 training: Mapping[str, Any] | None = None, **params: Any) -> TrainConfig:
     """The chapter's ``TrainConfig`` for ``method`` (a key of :data:`LABELS`): the training knobs of
     ``settings``, the method's hyperparameters from :func:`method_params` with ``params`` on top, the
-    per-epoch validation attack at ``eps``, and ``seed`` (default: the preset's).
+    per-epoch validation attack at ``eps``, ``seed`` (default: the preset's) and ``training``, changes
+    of the loop's own settings (e.g. Table 6's ``accel_training``: schedule, lr, amp, epochs).
 
     The multi-step baselines (:data:`MULTISTEP`) train on ``multistep_n_train`` images (if set) with an
     eps warm-up over ``multistep_warmup_epochs``. The base run of each of ``hessian_methods`` (at
@@ -301,12 +313,22 @@ def train_config(settings: Any, method: str, *, eps: float | None = None, seed: 
         changes["warmup_epochs"] = settings.multistep_warmup_epochs
         if settings.multistep_n_train is not None:
             changes["n_train"] = settings.multistep_n_train
+    if training:
+        changes.update(_training("training", training))
     resolved = methods.method_config(method, merged)  # defaults filled in, as the store hash sees them
     is_base = (resolved == methods.method_config(method, method_params(settings, method))
-               and changes.get("seed", settings.seed) == settings.seed)
+               and changes.get("seed", settings.seed) == settings.seed and not training)
     if method in settings.hessian_methods and is_base:
         changes["keep_epochs"] = tuple(e for e in settings.hessian_epochs if e < settings.epochs)
     return settings.train_config(**changes)
+
+
+def check_training_device(training: Mapping[str, Any], device: Any, *, name: str = "training") -> None:
+    """Raise before any training if the loop settings ``training`` cannot run on ``device``
+    (mixed precision, ``amp=True``, needs CUDA), naming ``name`` and what to change."""
+    if training.get("amp") and check.resolve_device("device", device).type != "cuda":
+        raise ValueError(f"{name} has amp=True (mixed precision), which needs CUDA, but device={device!r} "
+                         f"runs on the CPU; set amp to false in {name} or leave out those runs")
 
 
 def validation_params(settings: Any, eps: float) -> dict[str, Any]:
@@ -409,6 +431,22 @@ def _objective(name: str, value: Any) -> Any:
     return check.choice(name, value, ("kl", "ce"))
 
 
+#: Loop settings a notebook may change per run (Table 6: the acceleration techniques).
+TRAINING_KEYS = ("epochs", "schedule", "lr", "peak", "milestones", "momentum", "amp")
+
+
+def _training(name: str, value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a mapping of loop settings, got {value!r}")
+    for key in value:
+        check.choice(f"{name} key", key, TRAINING_KEYS)
+    try:
+        TrainConfig(**value)   # each value checked by the loop's own rules (e.g. schedule, amp)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+    return dict(value)
+
+
 KNOB_CHECKS = {
     "linf_eps": check.positive,
     "step_ratios": _method_map(check.positive),
@@ -446,4 +484,6 @@ KNOB_CHECKS = {
     "gamma_grid": list_of(check.non_negative),
     "num_points_grid": list_of(check.positive_int),
     "variant_methods": list_of(_method),
+    "accel_methods": list_of(_method, allow_empty=True),
+    "accel_training": _training,
 }
