@@ -2,7 +2,10 @@
 
 Registry (``DATASETS``): ``fashion-mnist`` (the default; offline through Debian's
 ``dataset-fashion-mnist``), ``mnist``, ``cifar10``, ``cifar100``, ``synthetic`` (generated; also
-``synthetic-CxHxW[-Kclasses]``) and ``imagefolder`` (``root/{train,test}/<class>/<image>``).
+``synthetic-CxHxW[-Kclasses]``), ``tiny-imagenet`` (the official ``tiny-imagenet-200`` folder as
+unzipped: ``wnids.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images`` + ``val_annotations.txt``;
+its labelled val set is the test split, as in the Backward Smoothing code) and ``imagefolder``
+(``root/{train,test}/<class>/<image>``).
 Files are parsed by the readers below (IDX, CIFAR pickles), never checked against md5 lists, so
 small files written by ``write_idx`` / ``write_mnist_files`` / ``write_cifar_files`` load too.
 
@@ -85,7 +88,11 @@ _REGISTRY = {info.name: info for info in (
     DatasetInfo("cifar100", 100, (3, 32, 32), (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761),
                 _CIFAR100_CLASSES, augment="crop_flip"),
 )}
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic", "imagefolder")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "tiny-imagenet", "synthetic", "imagefolder")
+# Tiny ImageNet: 200 classes of 64x64 RGB; ImageNet statistics and flips only (the BS code's
+# data_loader.py); class names are the wnids listed in wnids.txt, read with the data.
+_REGISTRY["tiny-imagenet"] = DatasetInfo("tiny-imagenet", 200, (3, 64, 64), (0.485, 0.456, 0.406),
+                                         (0.229, 0.224, 0.225), augment="flip")
 _SYNTHETIC_NAME = re.compile(r"synthetic(?:-(\d+)x(\d+)x(\d+))?(?:-(\d+)classes)?")
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -335,7 +342,7 @@ def _to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 _SUBDIRS = {"fashion-mnist": ("fashion-mnist", "FashionMNIST/raw"), "mnist": ("mnist", "MNIST/raw"),
             "cifar10": ("cifar-10-batches-py",), "cifar100": ("cifar-100-python",),
-            "imagefolder": ()}
+            "tiny-imagenet": ("tiny-imagenet-200",), "imagefolder": ()}
 _CIFAR_FILES = {("cifar10", "train"): tuple(f"data_batch_{i}" for i in range(1, 6)),
                 ("cifar10", "test"): ("test_batch",),
                 ("cifar100", "train"): ("train",), ("cifar100", "test"): ("test",)}
@@ -344,6 +351,8 @@ _HOW_TO_GET = {name: f"python -m rs_lib data --download {name}   (or load(..., d
 _HOW_TO_GET["fashion-mnist"] = ("sudo apt-get install dataset-fashion-mnist   (or: make data; or "
                                 + _HOW_TO_GET["fashion-mnist"].replace("   (or ", ", or "))
 _HOW_TO_GET["imagefolder"] = "pass root= a folder holding train/<class>/<image>, test/<class>/..."
+_HOW_TO_GET["tiny-imagenet"] = ("download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it "
+                                "into $RS_DATA (or data/), which gives tiny-imagenet-200/")
 
 
 def _files(name: str, part: str, directory: Path) -> list[Path] | None:
@@ -358,6 +367,11 @@ def _files(name: str, part: str, directory: Path) -> list[Path] | None:
     if name == "imagefolder":
         folders = [directory / ("train" if part == "train" else "test"), directory / "val"]
         return next(([f] for f in folders if f.is_dir()), None)
+    if name == "tiny-imagenet":
+        # the list of wnids and the part's label source; the images are found from them
+        found = [directory / "wnids.txt",
+                 directory / "train" if part == "train" else directory / "val" / "val_annotations.txt"]
+        return found if found[0].is_file() and found[1].exists() else None
     found = [directory / f for f in _CIFAR_FILES[name, part]]
     return found if all(p.is_file() for p in found) else None
 
@@ -378,6 +392,7 @@ def _locate(name: str, part: str, base: Path | None, download: bool) -> Path:
         stem = "train" if part == "train" else "t10k"
         wanted = (f"{stem}-{{images-idx3,labels-idx1}}-ubyte[.gz]" if "mnist" in name else
                   "train/ and test/ (or val/)" if name == "imagefolder" else
+                  "wnids.txt, train/ and val/val_annotations.txt" if name == "tiny-imagenet" else
                   ", ".join(_CIFAR_FILES[name, part]))
         raise DatasetNotFoundError(
             f"{name} not found (no {wanted}); searched:\n" + "".join(f"  {d}\n" for d in dirs)
@@ -429,6 +444,8 @@ def _parse(name: str, part: str, stamp: tuple[tuple[str, int], ...],
         images, labels = read_idx(paths[0])[:, None], read_idx(paths[1])
     elif name == "imagefolder":
         images, labels = _read_imagefolder(paths[0])
+    elif name == "tiny-imagenet":
+        images, labels = _read_tiny_imagenet(paths[0], paths[1], part)
     else:
         key = b"labels" if name == "cifar10" else b"fine_labels"
         batches_ = [_unpickle(p) for p in paths]
@@ -485,6 +502,63 @@ def _read_imagefolder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.RandomState(0).permutation(len(images))
     return (np.stack(images).transpose(0, 3, 1, 2)[order],
             np.asarray([t for _, t in tree.samples], np.int64)[order])
+
+
+def _read_tiny_imagenet(wnids: Path, source: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """Tiny ImageNet as unzipped: labels are indices into ``wnids.txt``; train images are
+    ``train/<wnid>/images/*.JPEG`` (read in sorted order, then in a fixed shuffled order so that a
+    prefix ``n`` is not one class), val images are listed in ``val/val_annotations.txt``."""
+    classes = wnids.read_text().split()
+    if len(classes) != 200 or len(set(classes)) != 200:
+        raise ValueError(f"{wnids} must list 200 distinct wnids, found {len(set(classes))}")
+    index = {wnid: k for k, wnid in enumerate(classes)}
+    if part == "train":
+        files = [(p, index[w]) for w in classes for p in sorted((source / w / "images").glob("*.JPEG"))]
+    else:
+        files = []
+        for line in source.read_text().splitlines():
+            fields = line.split("\t")
+            if len(fields) < 2 or fields[1] not in index:
+                raise ValueError(f"{source}: bad line {line!r} (want file<TAB>wnid<TAB>box...)")
+            files.append((source.parent / "images" / fields[0], index[fields[1]]))
+    if not files:
+        raise DatasetNotFoundError(f"tiny-imagenet: no {part} images under {source}")
+    images = np.stack([_rgb(str(p)) for p, _ in files])
+    if images.shape[1:] != (64, 64, 3):
+        raise ValueError(f"tiny-imagenet images must be 64x64 RGB, got {images.shape[1:]}")
+    labels = np.asarray([k for _, k in files], np.int64)
+    order = np.random.RandomState(0).permutation(len(files)) if part == "train" else np.arange(len(files))
+    return images.transpose(0, 3, 1, 2)[order], labels[order]
+
+
+def write_tiny_imagenet(directory: str | Path, images: np.ndarray | torch.Tensor,
+                        labels: np.ndarray | torch.Tensor, *, part: str = "train",
+                        wnids: Sequence[str] | None = None) -> Path:
+    """Write Tiny ImageNet's layout (JPEG files, ``wnids.txt``, ``val_annotations.txt``) into
+    ``directory``/tiny-imagenet-200 for tests and demos; ``images`` uint8 (N, 3, 64, 64), ``labels``
+    indices into ``wnids`` (default n00000000..n00000199)."""
+    from PIL import Image
+    check.choice("part", part, ("train", "test"))
+    wnids = list(wnids) if wnids is not None else [f"n{k:08d}" for k in range(200)]
+    images, labels = np.asarray(images, np.uint8), np.asarray(labels, np.int64)
+    if images.shape[1:] != (3, 64, 64) or len(images) != len(labels):
+        raise ValueError(f"images must be (N, 3, 64, 64) with N labels, got {images.shape}, {labels.shape}")
+    root = Path(directory) / "tiny-imagenet-200"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "wnids.txt").write_text("".join(f"{w}\n" for w in wnids))
+    lines = []
+    for k, (image, label) in enumerate(zip(images, labels)):
+        wnid = wnids[label]
+        folder = root / "train" / wnid / "images" if part == "train" else root / "val" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{wnid}_{k}.JPEG" if part == "train" else f"val_{k}.JPEG"
+        Image.fromarray(image.transpose(1, 2, 0)).save(folder / name, format="JPEG", quality=95)
+        lines.append(f"{name}\t{wnid}\t0\t0\t63\t63\n")
+    if part == "test":
+        (root / "val" / "val_annotations.txt").write_text("".join(lines))
+    else:
+        (root / "train").mkdir(exist_ok=True)
+    return root
 
 
 def _rgb(path: str) -> np.ndarray:

@@ -739,15 +739,16 @@ def high_prob_accuracy(df: pd.DataFrame, radii: float | Sequence[float] | np.nda
 
 def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int, alpha: float,
                 sigma: float, batch_size: int, seed: int = 0, which: str = "last",
-                device: str | torch.device = "auto", progress: bool = True) -> pd.DataFrame:
+                device: str | torch.device = "auto", compile: bool = False,
+                progress: bool = True) -> pd.DataFrame:
     """CERTIFY ``n_points`` examples of ``split`` with a stored run's model; cached in the run.
 
     ``run`` is a :class:`rs_lib.train.Run`; its ``which`` checkpoint ('last', as the references
     certify the final model, or 'best') is smoothed at ``sigma``.  The examples are every
     ``len(split) // n_points``-th one from index 0 (the reference's ``--skip``), so the same test
     points serve every model.  Rows go to ``<run>/certify-<hash>.tsv``, the hash covering
-    (split, n_points, n0, n, alpha, sigma, seed, which) but not ``batch_size`` or the device, which
-    do not change what is certified; ``certify_dataset``'s resume makes a re-run (or a re-render of a
+    (split, n_points, n0, n, alpha, sigma, seed, which) but not ``batch_size``, the device or
+    ``compile`` (``Smooth``'s speed option for large n), which do not change what is certified; ``certify_dataset``'s resume makes a re-run (or a re-render of a
     notebook) read the finished file and finish a killed one.  Each row carries CERTIFY's guarantee
     at level ``alpha``; returns ``read_certify_tsv`` of the file (column ``idx`` = dataset index).
     """
@@ -775,7 +776,7 @@ def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int
                          f"'{split}'), got {n_points}")
     indices = list(range(0, len(dataset), len(dataset) // n_points))[:n_points]
     model = run.load_model(which, device=device)
-    smooth = Smooth(model, data_mod.dataset_info(run.config.dataset).num_classes, sigma)
+    smooth = Smooth(model, data_mod.dataset_info(run.config.dataset).num_classes, sigma, compile=compile)
     images, labels = dataset.tensors("cpu")
     return certify_dataset(smooth, images, labels, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
                            out_path=path, indices=indices, seed=seed, progress=progress)

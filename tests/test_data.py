@@ -229,6 +229,33 @@ def test_imagefolder_reads_train_and_test_trees(tmp_path):
     assert all(int(img[0, 0, 0]) // 40 == lab for img, lab in zip(test.images, test.labels))
 
 
+def test_tiny_imagenet_reads_the_official_layout(tmp_path):
+    # Flat colours (JPEG keeps them within a few levels): image k has value 30k + 10.
+    def images(labels):
+        return np.stack([np.full((3, 64, 64), 30 * k + 10, np.uint8) for k in range(len(labels))])
+    train_labels, val_labels = np.array([0, 0, 1, 1, 199, 199, 5]), np.array([199, 1, 5])
+    data.write_tiny_imagenet(tmp_path, images(train_labels), train_labels, part="train")
+    data.write_tiny_imagenet(tmp_path, images(val_labels), val_labels, part="test")
+    assert (tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt").is_file()
+    info = data.dataset_info("tiny-imagenet")
+    assert (info.num_classes, info.shape, info.augment) == (200, (3, 64, 64), "flip")
+    test = data.load("tiny-imagenet", "test", root=tmp_path)
+    assert test.labels.tolist() == [199, 1, 5]                      # val_annotations.txt order
+    assert np.abs(test.images.int().numpy() - images(val_labels).astype(int)).max() <= 3
+    train = data.load("tiny-imagenet", "train", root=tmp_path, val_size=2)
+    val = data.load("tiny-imagenet", "val", root=tmp_path, val_size=2)
+    both = sorted(train.labels.tolist() + val.labels.tolist())
+    assert both == sorted(train_labels.tolist()) and len(val) == 2
+    for img, lab in zip(train.images, train.labels):                # each image kept its own label
+        assert train_labels[round((int(img[0, 0, 0]) - 10) / 30)] == lab
+    assert data.locate("tiny-imagenet", root=tmp_path) == tmp_path / "tiny-imagenet-200"
+
+
+def test_missing_tiny_imagenet_says_where_to_get_it(tmp_path, no_default_data):
+    with pytest.raises(FileNotFoundError, match="tiny-imagenet-200.zip"):
+        data.load("tiny-imagenet", "test", root=tmp_path)
+
+
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(name="cifar11", split="train"), "name"),
     (dict(name="synthetic", split="validation"), "split"),

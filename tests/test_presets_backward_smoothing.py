@@ -243,6 +243,13 @@ def test_paper_table6_reruns_the_comparison_with_the_bs_codes_cyclic_lr_and_amp(
         assert _hash(accel) != _hash(base)
 
 
+def test_paper_table4_is_tiny_imagenet_resnet50_through_two_knobs():
+    s = profiles.resolve("bs_comparison", "paper", dataset="tiny-imagenet", model="resnet50")
+    cfg = bs.train_config(s, "backward_smoothing")
+    assert (cfg.dataset, cfg.model, cfg.epochs, cfg.augment) == ("tiny-imagenet", "resnet50", 100, True)
+    assert cfg.method_params["eps"] == pytest.approx(0.031)
+
+
 def test_amp_runs_are_refused_on_the_cpu_before_training():
     s = profiles.resolve("bs_comparison", "paper")
     with pytest.raises(ValueError, match="accel_training.*amp.*CUDA"):

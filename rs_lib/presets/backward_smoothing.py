@@ -210,7 +210,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 # Table 6: the cpu comparison above already trains with a one-cycle lr; mixed precision
                 # needs CUDA, so no separate runs here.
                 "accel_methods": [], "accel_training": {}},
-        # Table 2 (CIFAR-10; -p dataset cifar100 for Table 3), Table 5 (AutoAttack; the paper's models are
+        # Table 2 (CIFAR-10; -p dataset cifar100 for Table 3, -p dataset tiny-imagenet -p model resnet50 for
+        # Table 4), Table 5 (AutoAttack; the paper's models are
         # WRN-34-10: -p model wrn34_10), Tables 13-14 (eps 4/255 and 12/255; step sizes scale with eps).
         "paper": {**_base("paper"), "compare_methods": ["standard", *_ALL_METHODS],
                   "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0],
