@@ -8,6 +8,7 @@
 | `backward_smoothing_pgd_init` | BS paper, appendix "PGD based Backward Smoothing" | −(y-logit mismatch)² |
 | `odi_init` | Tashiro et al. 2020 (ODI) | w·f(x'), w ~ U(−1, 1)^C |
 | `gradalign_regularizer` | Andriushchenko & Flammarion 2020 | (a regulariser, not an attack) |
+| `rays` | Chen & Gu 2020 (RayS), BS paper Table 5 | hard-label: l-inf distance to the decision boundary |
 | `smoothadv_pgd`, `_ddn`, `stein_gradient` | Salman et al. 2019 (SmoothAdv) §3, App. | −log F̂_y (smoothed) |
 | `smoothmix_attack` | Jeong et al. 2021 (SmoothMix) §3 | −log F̂_y, unrestricted |
 
@@ -448,6 +449,94 @@ def lambda_gradalign(eps: float) -> float:
     16/255; their `sh/exps_diff_eps_cifar10.sh`); here ``eps`` is in [0, 1] pixel units (CIFAR-10 rule)."""
     V.positive("eps", eps)
     return 0.02 * 10 ** (eps * 255 / 8)
+
+
+# ------------------------------------------------------------------- RayS (hard label)
+
+
+class RaySResult(NamedTuple):
+    """``x_adv``: the closest misclassified point found (in [0, 1]; for an example whose label never
+    changed, the corner of the box along the last direction); ``distance``: its l-inf distance to x,
+    per example (the decision-boundary distance whose mean over correct examples is the ADBD);
+    ``queries``: label queries spent per example; ``found``: whether x_adv is misclassified."""
+
+    x_adv: Tensor
+    distance: Tensor
+    queries: Tensor
+    found: Tensor
+
+
+@torch.no_grad()
+def rays(model: nn.Module, x: Tensor, y: Tensor, *, query_limit: int = 10_000, tol: float = 1e-3,
+         eps: float | None = None) -> RaySResult:
+    """RayS (Chen & Gu 2020): a hard-label l-inf attack that only queries ``model(x).argmax(1)``.
+
+    Searches over sign directions d ∈ {−1, +1}^D for the one whose ray x + r·d/‖d‖₂ (clamped to
+    [0, 1]) leaves the true class soonest. It starts from d = (1, ..., 1) and, block level after
+    level (1, 2, 4, ... blocks of coordinates), flips one block of the best d so far. One query
+    checks whether the flipped ray is misclassified at the current best radius. Only then does a
+    binary search (to ``tol`` in the ray's l2 units, over (0, min(best, ‖d‖₂)]) find its boundary. As the
+    reference ``RayS.py`` (uclaml/RayS), batched over examples, each with its own query count; an
+    example stops once it has spent ``query_limit`` queries or, when ``eps`` is given, once its
+    distance is at most ``eps`` (early stopping for robust accuracy; leave ``eps=None`` for ADBD).
+    The model's mode is not changed (use eval).
+    """
+    _check_x(x, y)
+    V.positive_int("query_limit", query_limit)
+    V.positive("tol", tol)
+    if eps is not None:
+        V.positive("eps", eps)
+    n, dim = x.shape[0], x[0].numel()
+    flat = x.reshape(n, dim)
+    norm = math.sqrt(dim)                          # ‖d‖₂ of every sign vector
+    queries = torch.zeros(n, dtype=torch.long, device=x.device)
+
+    def point(direction: Tensor, radius: Tensor, rows: Tensor) -> Tensor:
+        return (flat[rows] + radius[rows, None] * direction[rows] / norm).clamp(0.0, 1.0)
+
+    def misclassified(direction: Tensor, radius: Tensor, rows: Tensor) -> Tensor:
+        queries[rows] += 1
+        return model(point(direction, radius, rows).view(-1, *x.shape[1:])).argmax(1) != y[rows]
+
+    best_dir = torch.ones_like(flat)
+    best = torch.full((n,), math.inf, device=x.device, dtype=flat.dtype)
+    level = block = 0
+    while True:
+        active = queries < query_limit
+        if eps is not None:
+            active &= _linf_distance(point(best_dir, best, torch.arange(n, device=x.device)), flat) > eps
+        rows = active.nonzero().flatten()
+        if len(rows) == 0:
+            break
+        size = math.ceil(dim / 2 ** level)
+        start, end = block * size, min(dim, (block + 1) * size)
+        attempt = best_dir.clone()
+        attempt[rows, start:end] *= -1.0
+        # does the flipped ray cross the boundary before the best radius so far?
+        hit = rows[misclassified(attempt, best, rows)]
+        low = torch.zeros_like(best)
+        high = torch.minimum(best, torch.full_like(best, norm))
+        searching = hit
+        while len(searching) > 0:
+            mid = (low + high) / 2
+            crossed = misclassified(attempt, mid, searching)
+            high[searching[crossed]] = mid[searching[crossed]]
+            low[searching[~crossed]] = mid[searching[~crossed]]
+            searching = searching[(high - low)[searching] > tol]
+        better = hit[high[hit] < best[hit]]
+        best[better] = high[better]
+        best_dir[better] = attempt[better]
+        block += 1
+        if block == 2 ** level or end == dim:
+            level, block = level + 1, 0
+    everyone = torch.arange(n, device=x.device)
+    x_adv = point(best_dir, best, everyone).view_as(x)
+    found = torch.isfinite(best) & (model(x_adv).argmax(1) != y)
+    return RaySResult(x_adv, _linf_distance(x_adv.reshape(n, dim), flat), queries, found)
+
+
+def _linf_distance(a: Tensor, b: Tensor) -> Tensor:
+    return (a - b).abs().amax(1)
 
 
 # ------------------------------------------------------------------- smoothed classifiers

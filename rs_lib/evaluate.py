@@ -194,8 +194,13 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              "APGD-T, FAB-T 100 iterations, Square 5000 queries, seed 0)", "autoattack", 100, queries=5000),
     Protocol("autoattack_fast", "AutoAttack-fast (CI-sized, NOT the standard protocol: APGD-CE, APGD-T, FAB-T "
              "10 iterations, Square 500 queries, seed 0)", "autoattack", 10, queries=500),
+    # uclaml/RayS README: `attack_robust.py --query 10000` for its robust-model leaderboard (BS Table 5)
+    Protocol("rays", "RayS (hard-label, 10,000 queries per example, no early stop; ADBD = mean l-inf "
+             "boundary distance of the correctly classified examples)", "rays", 0, queries=10_000),
+    Protocol("rays_fast", "RayS-fast (CI-sized, NOT the leaderboard's 10,000: 300 queries per example)",
+             "rays", 0, queries=300),
 )}
-ROBUST_ATTACKS = ("pgd", "fgsm", "autoattack")
+ROBUST_ATTACKS = ("pgd", "fgsm", "autoattack", "rays")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +209,8 @@ class RobustAccuracy:
 
     ``correct[i]``: example i is classified correctly on the clean input *and* under every restart
     of the attack; ``label`` names the protocol (show it with the number); ``settings`` all knobs.
+    ``distance`` (RayS only): the l-inf distance to the closest misclassified point found, per
+    example; ``adbd`` its mean over the correctly classified ones (Chen & Gu's ADBD).
     """
 
     accuracy: float
@@ -212,11 +219,21 @@ class RobustAccuracy:
     clean_correct: torch.Tensor
     label: str
     settings: dict[str, Any]
+    distance: torch.Tensor | None = None
+
+    @property
+    def adbd(self) -> float | None:
+        if self.distance is None or not bool(self.clean_correct.any()):
+            return None
+        return float(self.distance[self.clean_correct].mean())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (for ``Run.cached``)."""
-        return {"accuracy": self.accuracy, "clean_accuracy": self.clean_accuracy, "label": self.label,
-                "settings": self.settings, "n": len(self.correct), "correct": self.correct.int().tolist()}
+        out = {"accuracy": self.accuracy, "clean_accuracy": self.clean_accuracy, "label": self.label,
+               "settings": self.settings, "n": len(self.correct), "correct": self.correct.int().tolist()}
+        if self.distance is not None:
+            out.update(adbd=self.adbd, distance=self.distance.tolist())
+        return out
 
 
 def autoattack(model: nn.Module, *, eps: float, n_classes: int, seed: int = 0, steps: int = 100,
@@ -260,10 +277,12 @@ def _resolve_attack(eps: float, protocol: str | None, given: dict[str, Any]) -> 
                     "step_size": p.step_ratio * eps if p.step_ratio is not None else None, "queries": p.queries}
         return settings, p.label
     attack = check.choice("attack", given["attack"] or "pgd", ROBUST_ATTACKS)
-    defaults = {"steps": 100 if attack == "autoattack" else 20, "step_size": eps / 4 if attack == "pgd" else None,
-                "random_start": False, "restarts": 1, "queries": 5000 if attack == "autoattack" else None}
+    defaults = {"steps": {"autoattack": 100, "rays": 0}.get(attack, 20),
+                "step_size": eps / 4 if attack == "pgd" else None, "random_start": False, "restarts": 1,
+                "queries": {"autoattack": 5000, "rays": 10_000}.get(attack)}
     settings = {"attack": attack, **{k: d if given[k] is None else given[k] for k, d in defaults.items()}}
-    check.positive_int("steps", settings["steps"])
+    if attack != "rays":
+        check.positive_int("steps", settings["steps"])
     check.positive_int("restarts", settings["restarts"])
     if not isinstance(settings["random_start"], bool):
         raise ValueError(f"random_start must be True or False, got {settings['random_start']!r}")
@@ -274,6 +293,9 @@ def _resolve_attack(eps: float, protocol: str | None, given: dict[str, Any]) -> 
         raise ValueError("restarts > 1 needs attack='pgd' with random_start=True (other restarts repeat the first)")
     if attack == "fgsm":
         label = f"FGSM (step {settings['step_size'] or eps:g}{', random start' if settings['random_start'] else ''})"
+    elif attack == "rays":
+        label = (PROTOCOLS["rays"].label if settings["queries"] == 10_000 else
+                 f"RayS-custom (hard-label, {settings['queries']} queries per example, NOT the leaderboard's 10,000)")
     elif attack == "pgd":
         label = (f"PGD-{settings['steps']} (CE, {'random start' if settings['random_start'] else 'no random start'}, "
                  f"step {settings['step_size']:g}, {settings['restarts']} restart(s))")
@@ -347,7 +369,7 @@ def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | 
                                                           random_start=random_start, restarts=restarts,
                                                           queries=queries))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    clean_all, robust_all = [], []
+    clean_all, robust_all, distance_all = [], [], []
     generator, aa = None, None
     bar = _tqdm(desc=label.split(" (")[0], unit="img", disable=not progress)
     for x, y in _labelled_batches(data, batch_size, device):
@@ -362,7 +384,11 @@ def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | 
             aa = autoattack(model, eps=eps, n_classes=classes, seed=seed, steps=settings["steps"],
                             queries=settings["queries"])
         robust = clean.clone()
-        for _ in range(settings["restarts"]):
+        if settings["attack"] == "rays":
+            found = _attacks.rays(model, x, y, query_limit=settings["queries"])
+            robust &= found.distance > eps
+            distance_all.append(found.distance.cpu())
+        for _ in range(settings["restarts"] if settings["attack"] != "rays" else 0):
             robust &= _still_correct(model, x, y, eps, settings, generator, aa)
         clean_all.append(clean.cpu())
         robust_all.append(robust.cpu())
@@ -372,7 +398,8 @@ def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | 
         raise ValueError("data must hold at least one example")
     clean_c, robust_c = torch.cat(clean_all), torch.cat(robust_all)
     return RobustAccuracy(float(robust_c.float().mean()), robust_c, float(clean_c.float().mean()), clean_c, label,
-                          {"eps": eps, "protocol": protocol, "seed": seed, **settings})
+                          {"eps": eps, "protocol": protocol, "seed": seed, **settings},
+                          torch.cat(distance_all) if distance_all else None)
 
 
 def _still_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: Mapping[str, Any],

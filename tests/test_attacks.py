@@ -517,6 +517,8 @@ BAD_ARGS = [
     ("levels", lambda m, x, y: A.smoothadv_ddn(m, x, y, eps=0.5, steps=2, sigma=0.1, num_noise=2, levels=1)),
     ("mix_step", lambda m, x, y: A.smoothmix_attack(m, x, y, step_size=0.1, steps=2, sigma=0.1, num_noise=2,
                                                     mix_step=-1)),
+    ("query_limit", lambda m, x, y: A.rays(m, x, y, query_limit=0)),
+    ("tol", lambda m, x, y: A.rays(m, x, y, tol=-1e-3)),
 ]
 
 
@@ -525,3 +527,38 @@ def test_bad_arguments_raise_value_error_naming_the_argument(arg, call, trained,
     x, y = batch
     with pytest.raises(ValueError, match=arg):
         call(trained, x, y)
+
+
+# ------------------------------------------------------------------------------------------ RayS
+
+def test_rays_finds_the_exact_linf_boundary_distance_of_a_linear_classifier():
+    # f(x) = 1 iff w·x + b > 0. Away from the box's faces the l-inf distance to the boundary is
+    # |w·x + b| / ‖w‖₁, reached along -sign(margin)·sign(w): a sign vector, so RayS's block search can
+    # find it exactly; no misclassified point can be closer.
+    from helpers import linear_classifier
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, generator=g)
+    x = 0.5 + 0.05 * torch.rand((12, 1, 4, 4), generator=g)
+    b = -(x.flatten(1) @ w).mean()
+    model = linear_classifier(w, float(b)).eval()
+    margin = x.flatten(1) @ w + b
+    y = (margin > 0).long()
+    true = margin.abs() / w.abs().sum()
+    assert float(true.max()) < 0.4                                  # the box never binds
+    res = A.rays(model, x, y, query_limit=3000)
+    assert res.found.all() and (model(res.x_adv).argmax(1) != y).all()
+    torch.testing.assert_close(res.distance, (res.x_adv - x).flatten(1).abs().amax(1))
+    assert (res.distance >= true - 1e-6).all()                      # never closer than the boundary
+    assert (res.distance <= true + 1e-3).all()                      # and finds it (tol 1e-3 in l2 / 4)
+    assert (res.queries <= 3000 + 20).all() and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+
+
+def test_rays_early_stops_below_eps_and_counts_queries(trained, batch):
+    x, y = batch
+    full = A.rays(trained, x, y, query_limit=400)
+    stopped = A.rays(trained, x, y, query_limit=400, eps=0.5)
+    assert (full.distance[full.found] <= 1.0).all()
+    # an example already within 0.5 stops early and spends fewer queries; the others search on
+    near = stopped.distance <= 0.5
+    assert near.any() and (stopped.queries[near] < full.queries[near]).all()
+    assert (trained(stopped.x_adv[stopped.found]).argmax(1) != y[stopped.found]).all()

@@ -94,6 +94,20 @@ def test_autoattack_fast_runs_within_the_clean_set_and_spares_the_global_rng(tra
     assert aa.settings["steps"] == 10 and aa.settings["queries"] == 500
 
 
+def test_rays_protocol_reports_boundary_distances_and_their_mean_over_correct_examples(trained):
+    x, y = make_data(32, seed=5)
+    rays = E.robust_accuracy(trained, (x, y), eps=EPS, protocol="rays_fast")
+    assert "NOT the leaderboard" in rays.label and rays.settings["queries"] == 300
+    assert rays.distance is not None and rays.distance.shape == (32,)
+    # robust under RayS <=> correct and no misclassified point found within eps
+    assert torch.equal(rays.correct, rays.clean_correct & (rays.distance > EPS))
+    assert rays.adbd == pytest.approx(float(rays.distance[rays.clean_correct].mean()))
+    pgd = E.robust_accuracy(trained, (x, y), eps=EPS, protocol="pgd20_bs")
+    assert rays.accuracy >= pgd.accuracy - 2 / 32   # a hard-label attack is not stronger than PGD here
+    assert E.robust_accuracy(trained, (x, y), eps=EPS, protocol="pgd20_bs").adbd is None
+    assert "adbd" in rays.to_dict() and "adbd" not in pgd.to_dict()
+
+
 def test_restarts_keep_the_worst_case_and_are_reproducible(trained):
     x, y = make_data(128, seed=7)
     one = E.robust_accuracy(trained, (x, y), eps=EPS, attack="pgd", steps=5, random_start=True, seed=4)

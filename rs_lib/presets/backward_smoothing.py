@@ -192,12 +192,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # Tables 1-6, 13-14: every method at linf_eps (seed 0), Fast TRADES and Backward Smoothing over `seeds`,
     # the `test_protocols` on that many test images (best epoch; the first protocol also at the last epoch),
-    # AutoAttack on `aa_methods`, and the methods of `extra_eps_methods` at each of `extra_eps`.
+    # AutoAttack (and RayS, `rays_protocol`, None to skip) on `aa_methods`, and the methods of `extra_eps_methods` at each of `extra_eps`.
     "bs_comparison": {
         "smoke": {**_base("smoke"), "compare_methods": ["standard", "fast_at", "fast_trades", "backward_smoothing"],
                   "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0, 1],
                   "test_protocols": {"pgd20_bs": 32, "pgd20_rs": 32}, "aa_protocol": "autoattack_fast",
-                  "aa_methods": ["backward_smoothing"], "aa_n_test": 8, "extra_eps": [0.1],
+                  "aa_methods": ["backward_smoothing"], "aa_n_test": 8, "rays_protocol": "rays_fast",
+                  "extra_eps": [0.1],
                   "extra_eps_methods": ["backward_smoothing"],
                   "accel_methods": ["backward_smoothing"],
                   "accel_training": {"schedule": "cyclic", "lr": 5e-3, "peak": 0.0, "epochs": 1}},
@@ -206,7 +207,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "test_protocols": {"pgd20_bs": 1000, "pgd20_rs": 500, "pgd100_bs": 500},
                 "aa_protocol": "autoattack_fast", "aa_methods": ["pgd_at", "fast_at", "trades", "fast_trades",
                                                                  "backward_smoothing"],
-                "aa_n_test": 200, "extra_eps": [], "extra_eps_methods": [],
+                "aa_n_test": 200, "rays_protocol": "rays", "extra_eps": [], "extra_eps_methods": [],
                 # Table 6: the cpu comparison above already trains with a one-cycle lr; mixed precision
                 # needs CUDA, so no separate runs here.
                 "accel_methods": [], "accel_training": {}},
@@ -219,7 +220,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "aa_protocol": "autoattack_standard",
                   "aa_methods": ["pgd_at", "fast_at", "trades", "fast_trades", "fast_trades_2step",
                                  "backward_smoothing"],
-                  "aa_n_test": 10000, "extra_eps": [4 / 255, 12 / 255], "extra_eps_methods": list(_ALL_METHODS),
+                  "aa_n_test": 10000, "rays_protocol": "rays",
+                  "extra_eps": [4 / 255, 12 / 255], "extra_eps_methods": list(_ALL_METHODS),
                   # Table 6 (cyclic lr + mixed precision): the BS code's `cyclic` option (CyclicLR 0 -> 2 lr =
                   # 0.2 in one iteration, then linear to 0: peak 0) with AMP. The paper does not state the
                   # epochs; 30 is inferred from its times (Table 6 / Table 2 = 0.15 for every method: 30 %
@@ -352,7 +354,8 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
     the first ``n_test`` test images under the named ``protocol`` of :data:`rs_lib.evaluate.PROTOCOLS`,
     at the run's training radius (or ``eps``). Computed once, then read from the run directory.
 
-    Returns ``{"clean": ..., "robust": ..., "label": protocol label, "n": n_test}`` (fractions).
+    Returns ``{"clean": ..., "robust": ..., "label": protocol label, "n": n_test}`` (fractions), plus
+    ``"adbd"`` (RayS's mean l-inf boundary distance of the correct examples) for ``protocol="rays"``.
     """
     from .. import data, evaluate
 
@@ -366,7 +369,8 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
         model = run.load_model(which, device=device)
         test = data.load(run.config.dataset, "test", n=n_test)
         result = evaluate.robust_accuracy(model, test, eps=eps, protocol=protocol)
-        return {"clean": result.clean_accuracy, "robust": result.accuracy, "label": result.label, "n": n_test}
+        out = {"clean": result.clean_accuracy, "robust": result.accuracy, "label": result.label, "n": n_test}
+        return out if result.adbd is None else {**out, "adbd": result.adbd}
 
     return run.cached("robustness", params, compute)
 
@@ -472,6 +476,7 @@ KNOB_CHECKS = {
     "aa_protocol": _protocol,
     "aa_methods": list_of(_method, allow_empty=True),
     "aa_n_test": check.positive_int,
+    "rays_protocol": _optional(_protocol),
     "extra_eps": list_of(check.positive, allow_empty=True),
     "extra_eps_methods": list_of(_method, allow_empty=True),
     "beta_grid": list_of(check.non_negative),
