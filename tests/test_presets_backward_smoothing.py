@@ -250,6 +250,21 @@ def test_paper_table4_is_tiny_imagenet_resnet50_through_two_knobs():
     assert cfg.method_params["eps"] == pytest.approx(0.031)
 
 
+@pytest.mark.parametrize("value, words", [({"n_train": 0}, "n_train must be"), ({"seed": 3}, "key must be one of")])
+def test_bad_long_training_is_refused_naming_it(value, words):
+    with pytest.raises(ValueError, match=f"long_training.*{words}"):
+        profiles.resolve("bs_loss_increment", "cpu", long_training=value)
+
+
+def test_cpu_long_fgsm_run_is_the_pilots_30000_x_8_and_differs_only_in_length():
+    s = profiles.resolve("bs_loss_increment", "cpu")
+    assert s.long_methods == ["fast_at_zero"]
+    base = bs.train_config(s, "fast_at_zero")
+    long = bs.train_config(s, "fast_at_zero", training=s.long_training)
+    assert (long.n_train, long.epochs) == (30000, 8)
+    assert long.replace(n_train=base.n_train, epochs=base.epochs) == base
+
+
 def test_amp_runs_are_refused_on_the_cpu_before_training():
     s = profiles.resolve("bs_comparison", "paper")
     with pytest.raises(ValueError, match="accel_training.*amp.*CUDA"):
