@@ -24,6 +24,23 @@ def load(name: str) -> pd.DataFrame:
     return pd.read_csv(TABLE_DIR / f"{name}.csv")
 
 
+#: The paper of each table, by the prefix of the table's name.
+PAPERS = {"bs": "Backward Smoothing", "smoothadv": "SmoothAdv", "smoothmix": "SmoothMix"}
+
+
+def source(name: str) -> str:
+    """Where table ``name`` comes from, as ``paper_tables/README.md`` lists it, with the paper's name
+    (``source("smoothmix_mnist") == "SmoothMix Table 2"``, ``source("bs_beta") == "Backward Smoothing
+    Table 12"``), for figure titles and captions."""
+    check.choice("name", name, TABLES)
+    title = PAPERS[name.split("_", 1)[0]]
+    for line in (TABLE_DIR / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0] == f"{name}.csv":
+            return cells[1] if cells[1].startswith(title) else f"{title} {cells[1]}"
+    raise ValueError(f"name: {name!r} has no row in {TABLE_DIR / 'README.md'}")
+
+
 def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, *, on: str | Sequence[str],
                  columns: Mapping[str, str], scale: str, paper_setting: str) -> pd.DataFrame:
     """Join our numbers and the paper's on ``on``.

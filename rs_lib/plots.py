@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
@@ -168,15 +169,21 @@ def loss_increment(iters: Mapping[str, pd.DataFrame], *, columns: Mapping[str, s
     """
     columns = dict(columns or {"ce_increment": "CE(x') − CE(x)",
                                "increment": "own objective: end − start"})
-    fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 4), sharey=True, squeeze=False)
+    colours = dict(zip(iters, sns.color_palette(n_colors=len(iters))))   # one colour per run in every panel
     for ax, (column, title) in zip(axes[0], columns.items()):
         for label, frame in iters.items():
             if column in frame:
-                ax.plot(_epoch_axis(frame), smooth(frame[column], window), label=label, lw=1.2)
+                ax.plot(_epoch_axis(frame), smooth(frame[column], window), label=label, lw=1.2,
+                        color=colours[label])
         ax.axhline(0.0, color="black", lw=0.8, ls="--")
-        ax.set(xlabel="epoch", ylabel=f"loss increment (rolling mean of {window} iterations)", title=title)
-    axes[0][0].legend(fontsize="small")
+        ax.set(xlabel="epoch", title=title)
+    axes[0][0].set_ylabel(f"loss increment\n(rolling mean of {window} iterations)")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines() if not h.get_label().startswith("_")}
     fig.tight_layout()
+    # outside the panels, so that no curve is hidden behind it
+    fig.legend(list(handles.values()), list(handles), fontsize="small", loc="center left",
+               bbox_to_anchor=(1.0, 0.5), frameon=False)
     return fig
 
 
@@ -267,7 +274,7 @@ def tradeoff(frame: pd.DataFrame, *, x: str = "natural", y: str = "robust", meth
                             xytext=(4, 4), fontsize="x-small", color=line.get_color())
         else:
             ax.plot(rows[x], rows[y], marker="s", ls="none", ms=8, label=name)
-    ax.set(xlabel=f"{x} accuracy", ylabel=f"{y} accuracy", title="robustness-accuracy trade-off")
+    ax.set(xlabel=f"{x} accuracy", ylabel=f"{y} accuracy")  # the notebook titles the figure
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
@@ -279,8 +286,11 @@ def stability_boxes(frame: pd.DataFrame, *, x: str = "configuration", y: str = "
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * frame[x].nunique() + 2), 4.2))
     sns.boxplot(frame, x=x, y=y, hue=hue, ax=ax, fliersize=0, width=0.6)
     sns.stripplot(frame, x=x, y=y, hue=hue, ax=ax, dodge=True, palette="dark:black", size=4, legend=False)
-    ax.set(xlabel="", ylabel=f"{y} accuracy", title="robust accuracy over seeds")
-    ax.tick_params(axis="x", labelsize="small")
+    ax.set(xlabel="", ylabel=f"{y} accuracy")
+    # long configuration names ("method, step size") on two lines, so neighbours do not overlap
+    labels = [",\n".join(textwrap.fill(part, 24) for part in t.get_text().split(", ", 1))
+              for t in ax.get_xticklabels()]
+    ax.set_xticks(ax.get_xticks(), labels, fontsize="small")
     fig.tight_layout()
     return fig
 

@@ -122,6 +122,9 @@ def test_chapter_figures_draw_every_run():
     epochs = {"a": _epochs([0.5, 0.6], [0.4, 0.7], [0.2, 0.0]), "b": _epochs([0.5, 0.6], [0.3, 0.4], [0.2, 0.3])}
     fig = plots.loss_increment(iters, window=1)
     assert [len(ax.lines) for ax in fig.axes] == [3, 3]  # two runs + the zero line per panel
+    [legend] = fig.legends                               # one legend for both panels, outside them
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b"]
+    assert [ax.get_legend() for ax in fig.axes] == [None, None]
     fig = plots.overfitting_curves(epochs)
     assert sum(len(ax.lines) for ax in fig.axes if ax.get_visible()) == 6
     curv = pd.DataFrame([{"run": r, "objective": "kl", "point": p, "epoch": e, "eigenvalue": 1.0 + e}
@@ -134,3 +137,17 @@ def test_chapter_figures_draw_every_run():
                           "robust": [0.1, 0.2, 0.3, 0.4]})
     plots.stability_boxes(boxes)
     plt.close("all")
+
+
+def test_stability_box_labels_do_not_overlap():
+    names = ["Fast AT, α = ε (63.8/255)", "Fast AT, α = 1.25ε (79.7/255)", "Backward Smoothing, α = ε"]
+    boxes = pd.DataFrame({"configuration": [n for n in names for _ in range(2)],
+                          "checkpoint": ["best", "last"] * 3, "robust": [0.1, 0.2, 0.3, 0.4, 0.5, 0.5]})
+    with plt.rc_context():                               # the book's theme (its font sizes), undone after
+        plots.set_theme()
+        fig = plots.stability_boxes(boxes)
+        fig.canvas.draw()
+        boxes_px = [t.get_window_extent(fig.canvas.get_renderer()) for t in fig.axes[0].get_xticklabels()]
+    assert [t.get_text().replace("\n", " ") for t in fig.axes[0].get_xticklabels()] == names
+    assert all(a.x1 < b.x0 for a, b in zip(boxes_px, boxes_px[1:]))
+    plt.close(fig)

@@ -256,3 +256,13 @@ def test_cpu_fig4_smoothadv_is_the_comparison_smoothadv_model_where_settings_agr
         if r["label"] == "SmoothAdv" and profile == "cpu":
             assert r["config"] == sp.model_config(comp, comp.models["SmoothAdv"], r["sigma"])
         assert r["config"].dataset == comp.dataset
+
+
+def test_every_paper_table_names_its_paper_and_table():
+    for name in paper.TABLES:
+        where = paper.source(name)
+        assert where.startswith(paper.PAPERS[name.split("_", 1)[0]]) and "Table" in where, (name, where)
+    assert paper.source("smoothmix_mnist") == "SmoothMix Table 2"
+    assert paper.source("bs_beta") == "Backward Smoothing Table 12"
+    with pytest.raises(ValueError, match="name"):
+        paper.source("no_such_table")
