@@ -24,6 +24,12 @@ def scale_note(profile: str, settings: Mapping, keys: list[str], paper: str) -> 
     return f"Produced with profile '{profile}': {ours}. Paper setting: {paper}."
 
 
+def label_colours(labels) -> dict:
+    """One palette colour per label (in order, duplicates once), so a label keeps its colour in every panel."""
+    labels = list(dict.fromkeys(labels))
+    return dict(zip(labels, sns.color_palette(n_colors=max(len(labels), 1))))
+
+
 def smooth(values: pd.Series, window: int) -> pd.Series:
     """Centred rolling mean used for per-iteration curves."""
     return values.rolling(max(1, window), min_periods=1, center=True).mean()
@@ -73,8 +79,7 @@ def accuracy_vs_radius(panels: Mapping[str, Mapping[str, Curve]], *, ylabel: str
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), sharey=sharey, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    labels = list(dict.fromkeys(label for curves in panels.values() for label in curves))
-    colors = dict(zip(labels, sns.color_palette(n_colors=max(len(labels), 1))))  # one colour per label
+    colors = label_colours(label for curves in panels.values() for label in curves)
     for ax, (title, curves) in zip(axes.flat, panels.items()):
         for label, (radii, values) in curves.items():
             radii, values = np.asarray(radii, dtype=float), np.asarray(values, dtype=float)
@@ -170,7 +175,7 @@ def loss_increment(iters: Mapping[str, pd.DataFrame], *, columns: Mapping[str, s
     columns = dict(columns or {"ce_increment": "CE(x') − CE(x)",
                                "increment": "own objective: end − start"})
     fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 4), sharey=True, squeeze=False)
-    colours = dict(zip(iters, sns.color_palette(n_colors=len(iters))))   # one colour per run in every panel
+    colours = label_colours(iters)
     for ax, (column, title) in zip(axes[0], columns.items()):
         for label, frame in iters.items():
             if column in frame:
