@@ -224,6 +224,13 @@ class Run:
 EpochCallback = Callable[[int, dict], None]
 
 
+def run_dir_for(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path | None = None,
+                data_root: str | Path | None = None) -> store.RunDir:
+    """The store directory of ``cfg``: the one place that maps a configuration to its run's key
+    (the notebooks, the CLI and the sweep's plan all find a run through it)."""
+    return store.run_dir(experiment, cfg.to_dict(), root=root)
+
+
 def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path | None = None,
                  data_root: str | Path | None = None, device: str | torch.device = "auto",
                  threads: int | None = None, progress: bool = True,
@@ -242,7 +249,7 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
         raise ValueError("amp=True needs a CUDA device (mixed precision is not used on CPU)")
     if data_root is not None:
         check.directory("data_root", data_root)
-    run_dir = store.run_dir(experiment, cfg.to_dict(), root=root)
+    run_dir = run_dir_for(cfg, experiment=experiment, root=root, data_root=data_root)
     run = Run(run_dir, cfg)
     if run_dir.finished:
         return run
