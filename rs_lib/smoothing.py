@@ -50,6 +50,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rs_lib import _validate as check
+from rs_lib import lock
 
 ABSTAIN = -1
 TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -497,6 +498,16 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
     check.directory("out_path's folder", path.parent if str(path.parent) else Path("."))
     settings = {"sigma": smooth.sigma, "num_classes": smooth.num_classes, "n0": n0, "n": n,
                 "alpha": alpha, "seed": seed, "autocast_dtype": str(smooth.autocast_dtype)}
+    with lock.hold(path.with_name(path.name + ".lock"), what=f"certification {path}"):
+        _certify_into(smooth, images, labels, path, settings, order, n0=n0, n=n, alpha=alpha,
+                      batch_size=batch_size, seed=seed, progress=progress)
+    return read_certify_tsv(path)
+
+
+def _certify_into(smooth: Smooth, images: Any, labels: Any, path: Path, settings: dict[str, Any],
+                  order: list[int], *, n0: int, n: int, alpha: float, batch_size: int, seed: int,
+                  progress: bool) -> None:
+    """The rows of ``order`` not yet in ``path`` (the caller holds the file's lock)."""
     done = _prepare_output(path, settings, smooth.device)
     todo = [idx for idx in order if idx not in done]
     device = smooth.device
@@ -518,7 +529,6 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
                 out.write(_tsv_row(idx, label, certificate, seconds))
                 out.flush()
                 bar.update(1)
-    return read_certify_tsv(path)
 
 
 def _selected_indices(size: int, indices: Iterable[int] | None, start: int, stop: int | None,
@@ -770,6 +780,8 @@ def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int
         finished = read_certify_tsv(path)
         if len(finished) == n_points:
             return finished
+    lock.check_writable(f"certification {path.name!r} ({n_points} points, n {n}, sigma {sigma}) of run "
+                        f"{run.dir.path}")
     dataset = data_mod.load(run.config.dataset, split)
     if n_points > len(dataset):
         raise ValueError(f"n_points must be <= {len(dataset)} (the size of {run.config.dataset} "
