@@ -253,7 +253,8 @@ class JobRunner(submitit.helpers.Checkpointable):
 
             torch.set_num_threads(threads)
         marker = JobRecord(Path(record), job)
-        marker.update(state="running", host=socket.gethostname(), pid=os.getpid(), **_submitit_ids())
+        marker.update(state="running", host=socket.gethostname(), pid=os.getpid(), started=time.time(),
+                      **_submitit_ids())
         try:
             missing = [n.label for n in needs if not job_done(n, root=root)]
             if missing:
@@ -264,9 +265,9 @@ class JobRunner(submitit.helpers.Checkpointable):
                 kwargs["max_iterations"] = max_iterations
             run_job(job, **kwargs)
         except BaseException as err:
-            marker.update(state="failed", error=f"{type(err).__name__}: {err}")
+            marker.update(state="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
             raise
-        marker.update(state="done")
+        marker.update(state="done", ended=time.time())
         return job.key
 
 

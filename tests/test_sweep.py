@@ -104,11 +104,17 @@ def record_of(root: Path) -> Path:
 # -- local executor --------------------------------------------------------------------------------
 
 def test_local_sweep_computes_every_job_after_its_needs_and_a_repeat_submits_nothing(root):
-    jobs = plan()
+    a0, b0 = train_job(0), train_job(2, experiment="exp_b")
+    evaluation = eval_job(a0)
+    jobs = sweep.ordered([evaluation, a0, b0])
     resources = sweep.Resources(cpu_workers=2, threads=1)
     first = sweep.run_sweep(jobs, resources, record=record_of(root), root=root, runner=RUNNER, poll_s=0.2)
     assert sorted(first.submitted) == sorted(j.key for j in jobs) and first.failed == []
     assert all(fake_job_done(j, root=root) for j in jobs)
+    # the evaluation started after its training ended, each job in a process of its own
+    spans = {j.key: sweep.JobRecord(record_of(root), j).read() for j in jobs}
+    assert spans[evaluation.key]["started"] >= spans[a0.key]["ended"]
+    assert len({spans[j.key]["pid"] for j in jobs} | {os.getpid()}) == 4
     # each evaluation checked that its training was finished before it started (else it fails)
     states = sweep.job_states(jobs, record_of(root), root=root, job_done=fake_job_done)
     assert [s["state"] for s in states] == ["done"] * len(jobs)
@@ -131,6 +137,7 @@ def test_a_failed_job_blocks_its_dependents_and_status_shows_its_log(root):
     after = Job("evaluate", "exp_a", STORE, f"{a0.key}/after.json", (broken.key,), "after the broken one",
                 {"config": a0.spec["config"], "params": {"n": 1}})
     jobs = [a0, broken, after]
+    _run(a0, str(root))            # trained already: only the broken evaluation runs as a job
     result = sweep.run_sweep(jobs, sweep.Resources(cpu_workers=1, threads=1), record=record_of(root), root=root,
                              runner=RUNNER, poll_s=0.2)
     assert sorted(result.failed) == sorted([broken.key, after.key])
