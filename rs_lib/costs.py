@@ -11,9 +11,12 @@ The defaults are derived from numbers the papers state, on the GPUs they name:
   Table 2 rows through the methods' own pass counts (``Passes``), scaled by the model's forward
   FLOPs at its dataset's input shape relative to ResNet-18 on CIFAR-10 (counted by
   ``torch.utils.flop_counter`` on the real model) and by batch size / 128;
-- certification: Cohen et al. (2019), about 15 s per CIFAR-10 input at n0 + n = 100,100 for
-  ResNet-110 on a GTX 1080 Ti (``../shared/reference/smoothing_reference.md`` §5.1), i.e. about
-  6,670 noisy samples/s; other models scaled by forward FLOPs relative to ResNet-110.
+- certification (and every other job counted in noisy forwards): Cohen et al. (2019), about 15 s
+  per CIFAR-10 input at n0 + n = 100,100 for ResNet-110 on a GTX 1080 Ti
+  (``../shared/reference/smoothing_reference.md`` §5.1), i.e. about 6,670 noisy samples/s; other
+  models scaled by forward FLOPs relative to ResNet-110;
+- PGD-k robust accuracy: (3k + 1) forwards per image at the fitted pass cost; AutoAttack, RayS and
+  the curvature traces have no estimate (their cost depends on how robust the model is).
 - AMP: no speed-up is assumed (Table 6's cyclic+AMP minutes match Table 2's per-epoch cost at the
   shorter schedule, so the paper's own numbers show none on that GPU); a measured ``.../amp`` entry
   from the GPU check replaces this.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,45 +59,74 @@ class CostTable:
     certify_samples_per_s: Mapping[str, float] = field(default_factory=dict)
     source: str = "papers (BS Table 2, RTX 2080 Ti; Cohen et al., 1080 Ti)"
 
-    def train_seconds(self, cost: Mapping[str, Any]) -> float:
+    def train_seconds(self, cost: Mapping[str, Any], method_params: Mapping[str, Any] | None = None) -> float:
         """Estimated seconds of a training job from its ``cost`` inputs (model, method, dataset,
-        iterations, batch_size, amp)."""
+        iterations, batch_size, amp) and the method's hyperparameters (default: the paper's)."""
         model, method, amp = cost["model"], cost["method"], bool(cost.get("amp", False))
-        batch = int(cost.get("batch_size", REFERENCE_BATCH))
+        batch = int(cost.get("batch_size") or REFERENCE_BATCH)
         for key in ([f"{model}/{method}/amp"] if amp else []) + [f"{model}/{method}"]:
-            if key in self.train_s_per_iter:
+            if key in self.train_s_per_iter and _paper_defaults(method, method_params):
                 measured_batch = self.train_batch.get(key, REFERENCE_BATCH)
                 return self.train_s_per_iter[key] * batch / measured_batch * int(cost["iterations"])
-        flops = relative_flops(model, cost["dataset"], "resnet18", "cifar10")
-        per_iter = pass_seconds() * weighted_passes(method) * flops * batch / REFERENCE_BATCH
+        per_iter = (forward_seconds(model, cost["dataset"]) * weighted_passes(method, method_params)
+                    * batch / REFERENCE_BATCH)
         return per_iter * int(cost["iterations"])
 
-    def certify_seconds(self, cost: Mapping[str, Any]) -> float:
-        """Estimated seconds of a certification job: ``samples`` noisy forwards at the model's rate."""
+    def noisy_seconds(self, cost: Mapping[str, Any]) -> float:
+        """Estimated seconds of ``samples`` noisy forwards (certification, noisy accuracy, attacks on
+        the smoothed classifier) at the model's certify rate."""
         model = cost["model"]
         rate = self.certify_samples_per_s.get(model)
         if rate is None:
             rate = COHEN_RESNET110_SAMPLES_PER_S / relative_flops(model, cost["dataset"], "resnet110", "cifar10")
         return int(cost["samples"]) / rate
 
-    def seconds(self, kind: str, cost: Mapping[str, Any]) -> float | None:
-        """Estimated GPU seconds of a job, or None when its cost inputs do not allow one."""
+    def seconds(self, kind: str, cost: Mapping[str, Any], spec: Mapping[str, Any] | None = None) -> float | None:
+        """Estimated GPU seconds of a plan job, or None when its inputs do not allow an estimate
+        (AutoAttack, RayS and curvature evaluations: their cost depends on the model's robustness)."""
+        spec = spec or {}
         try:
-            if "samples" in cost:
-                return self.certify_seconds(cost)
-            if "iterations" in cost:
-                return self.train_seconds(cost)
+            if kind == "train":
+                return self.train_seconds(cost, dict(spec.get("config", {})).get("method_params"))
+            if kind == "certify_merge":
+                return 0.0                               # concatenates the shards' files
+            if int(cost.get("samples") or 0) > 0:
+                return self.noisy_seconds(cost)
+            steps = _pgd_steps(spec)
+            if steps is not None and int(cost.get("images") or 0) > 0:
+                # PGD-k: k input-gradient steps (a forward and a backward, = 3 forwards) + 1 forward
+                per_image = forward_seconds(cost["model"], cost["dataset"]) / REFERENCE_BATCH
+                return int(cost["images"]) * (3 * steps + 1) * per_image
         except (KeyError, ValueError, TypeError):
             return None
         return None
 
 
-def weighted_passes(method: str) -> float:
-    """Forward + 2 x backward (+ 3 x double backward) batch-equivalents of one iteration, at the
-    method's default (paper) hyperparameters (``rs_lib.methods`` pass counts)."""
+def _pgd_steps(spec: Mapping[str, Any]) -> int | None:
+    protocol = str(dict(spec.get("kwargs") or {}).get("protocol", ""))
+    match = re.fullmatch(r"pgd(\d+)_\w+", protocol)
+    return int(match.group(1)) if match else None
+
+
+def forward_seconds(model: str, dataset: str) -> float:
+    """Seconds of one batch-of-128 forward of ``model`` on ``dataset``'s inputs: ResNet-18's fitted
+    pass cost (:func:`pass_seconds`) scaled by forward FLOPs."""
+    return pass_seconds() * relative_flops(model, dataset, "resnet18", "cifar10")
+
+
+def _paper_defaults(method: str, method_params: Mapping[str, Any] | None) -> bool:
+    """Are ``method_params`` the method's defaults (the setting the measured entry was taken at)?"""
     from . import methods
 
-    passes = methods.get_method(method).passes(methods.method_config(method, {}))
+    return methods.method_config(method, dict(method_params or {})) == methods.method_config(method, {})
+
+
+def weighted_passes(method: str, method_params: Mapping[str, Any] | None = None) -> float:
+    """Forward + 2 x backward (+ 3 x double backward) batch-equivalents of one iteration of
+    ``method`` at ``method_params`` (default: the paper's), from the method's own pass counts."""
+    from . import methods
+
+    passes = methods.get_method(method).passes(methods.method_config(method, dict(method_params or {})))
     return passes.forward + 2 * passes.backward + 3 * passes.double_backward
 
 

@@ -381,7 +381,7 @@ def estimate(jobs: Sequence[Any], *, root: str | Path | None, job_done: Callable
     table = table or costs_mod.load_table()
     rows = []
     for job in jobs:
-        seconds = table.seconds(job.kind, job.cost)
+        seconds = table.seconds(job.kind, job.cost, job.spec)
         rows.append({"experiment": job.experiment, "kind": job.kind, "key": job.key, "label": job.label,
                      "done": job_done(job, root=str(store.results_root(root))),
                      "gpu_hours": None if seconds is None else seconds / 3600})

@@ -310,10 +310,18 @@ def test_dry_run_estimates_gpu_hours_from_the_papers_and_the_gpu_check(root, tmp
 def test_estimates_of_other_models_scale_the_fitted_pass_cost_by_flops():
     table = costs.CostTable()
     base = {"dataset": "cifar10", "iterations": 1000, "batch_size": 128}
-    fast_at = table.train_seconds({**base, "model": "resnet18", "method": "gaussian"})
+    gaussian = table.train_seconds({**base, "model": "resnet18", "method": "gaussian"})
     wide = table.train_seconds({**base, "model": "wrn34_10", "method": "gaussian"})
-    assert wide / fast_at == pytest.approx(costs.relative_flops("wrn34_10", "cifar10", "resnet18", "cifar10"))
-    assert fast_at == pytest.approx(1000 * costs.pass_seconds() * 3)    # forward + 2 x backward
+    assert wide / gaussian == pytest.approx(costs.relative_flops("wrn34_10", "cifar10", "resnet18", "cifar10"))
+    assert gaussian == pytest.approx(1000 * costs.pass_seconds() * 3)    # forward + 2 x backward
+    # the job's own hyperparameters count: SmoothAdv with more noise samples m costs more
+    smoothadv = {**base, "model": "resnet110", "method": "smoothadv_pgd"}
+    assert table.seconds("train", smoothadv, {"config": {"method_params": {"num_noise": 8}}}) > \
+        table.seconds("train", smoothadv, {"config": {"method_params": {"num_noise": 1}}})
+    pgd = {"model": "resnet18", "dataset": "cifar10", "images": 128, "samples": 0}
+    assert table.seconds("evaluate", pgd, {"kwargs": {"protocol": "pgd20_bs"}}) == \
+        pytest.approx(61 * costs.pass_seconds())
+    assert table.seconds("evaluate", pgd, {"kwargs": {"protocol": "autoattack_standard"}}) is None
 
 
 def test_waves_follow_the_longest_chain_of_unfinished_needs():
@@ -331,7 +339,7 @@ def test_waves_follow_the_longest_chain_of_unfinished_needs():
 
 # -- the real plan ---------------------------------------------------------------------------------
 
-SMOKE_EXPERIMENTS = ["noise_training", "bs_loss_increment"]
+SMOKE_EXPERIMENTS = ["noise_training", "bs_hessian"]
 
 
 def test_real_plan_smoke_sweep_then_read_only_notebooks(root, tmp_path, capsys):
