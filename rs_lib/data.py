@@ -470,16 +470,17 @@ class _FingerprintCache:
     def load(cls) -> _FingerprintCache:
         base = Path(os.environ["RS_CACHE"]) if os.environ.get("RS_CACHE") else Path.home() / ".cache" / "rs_lib"
         path = base / "data_fingerprints.json"
-        entries = dict(cls._memory)
         try:
-            entries.update(json.loads(path.read_text()))
+            entries = json.loads(path.read_text())
         except (OSError, ValueError):
-            pass
-        return cls(path, entries)
+            entries = {}
+        return cls(path, entries if isinstance(entries, dict) else {})
 
     def digest(self, path: Path) -> str:
         stat = path.stat()
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in self.entries and key in self._memory:
+            self.entries[key], self.changed = self._memory[key], True
         if key not in self.entries:
             sha = hashlib.sha256()
             with open(path, "rb") as f:
@@ -494,6 +495,15 @@ class _FingerprintCache:
         if not self.changed:
             return
         from .store import atomic_write_bytes
+        for key in list(self.entries):  # forget files rewritten or removed since
+            name, size, mtime = key.rsplit("|", 2)
+            try:
+                stat = os.stat(name)
+                stale = (stat.st_size, stat.st_mtime_ns) != (int(size), int(mtime))
+            except (OSError, ValueError):
+                stale = True
+            if stale:
+                del self.entries[key]
         try:
             atomic_write_bytes(self.path, json.dumps(self.entries, indent=0).encode())
         except OSError:

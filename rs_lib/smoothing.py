@@ -493,6 +493,8 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
     order = _selected_indices(len(images), indices, start, stop, skip)
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"labels must have one entry per image ({len(images)}), got {len(labels)}")
+    if labels is not None:
+        check.labels("labels", torch.as_tensor(labels), smooth.num_classes)
     path = Path(out_path)
     check.directory("out_path's folder", path.parent if str(path.parent) else Path("."))
     settings = {"sigma": smooth.sigma, "num_classes": smooth.num_classes, "n0": n0, "n": n,
