@@ -315,7 +315,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         check.choice("--protocol", name, ["clean", *PROTOCOLS])
     for name in ("n", "batch_size"):
         check.positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
-    check.integer("--seed", args.seed, low=0)
+    check.integer("--seed", args.seed, low=0, high=2**63 - 1)
     check.choice("--split", args.split, ("train", "val", "test"))
     device = check.resolve_device("--device", args.device)
     if args.eps is not None:

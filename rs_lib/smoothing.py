@@ -605,8 +605,12 @@ def _prepare_output(path: Path, settings: dict[str, Any], device: torch.device) 
     if path.is_dir():
         raise ValueError(f"out_path {str(path)!r} is a directory; give a file path for the TSV")
     if not path.exists():
-        if _meta_path(path).exists():
-            _read_meta(path)  # only ever overwrite our own (orphaned) sidecar
+        if _meta_path(path).exists():  # only ever overwrite our own (orphaned) sidecar
+            try:
+                _read_meta(path)
+            except ValueError:
+                raise ValueError(f"{_meta_path(path)} exists and is not a certify settings file; it was left "
+                                 "untouched: choose another out_path") from None
         _write_meta(path, meta)
         from . import store
         store.atomic_write_bytes(path, (_HEADER + "\n").encode())

@@ -313,7 +313,7 @@ class _Trainer:
         if not path.exists():
             self.dir.write_jsonl("metrics.jsonl", [])
             return
-        state = self.dir.load_torch("checkpoint_last.pt")
+        state = self.dir.load_torch("checkpoint_last.pt", verify=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -226,6 +226,30 @@ def test_cli_unfinished_run_is_refused(run_copy, capsys):
     _cli(["evaluate", "--run", str(run_copy.dir.path), "--eps", "0.1"], capsys, "unfinished", "--run")
 
 
+def test_cli_evaluate_seed_past_2_63(run_copy, capsys):
+    _cli(["evaluate", "--run", str(run_copy.dir.path), "--eps", "0.1", "--seed", str(2**64)], capsys, "--seed")
+
+
+def test_kill_between_recording_and_replacing_a_checkpoint_still_resumes(tmp_path, monkeypatch):
+    cfg = TrainConfig(**{**TINY, "epochs": 2})
+    real = store.atomic_write_bytes
+
+    def killed_after_recording(path, data):
+        if path.name == "checkpoint_last.pt" and path.exists():   # epoch 2's checkpoint
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", killed_after_recording)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, device="cpu", progress=False)
+    monkeypatch.setattr(store, "atomic_write_bytes", real)
+    resumed = run_training(cfg, device="cpu", progress=False)
+    resumed.dir.verify()
+    full = run_training(cfg, root=tmp_path / "other", device="cpu", progress=False)
+    a, b = full.load_model("last").state_dict(), resumed.load_model("last").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("eps", ["8", "-0.1", "0", "nan"])
 def test_cli_evaluate_eps_outside_the_threat_model(run_copy, capsys, eps):
     _cli(["evaluate", "--run", str(run_copy.dir.path), "--eps", eps], capsys, "--eps")
