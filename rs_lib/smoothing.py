@@ -703,14 +703,29 @@ def merge_certify_tsv(paths: Iterable[str | Path], out_path: str | Path) -> pd.D
     """Merge shard TSVs into one file at ``out_path`` (sorted by idx, full precision); return it.
 
     The merged file is for reading; it has no settings file, so resumes go to the shard files.
+    An existing ``out_path`` is replaced only if it is an earlier merge (a certify TSV without a
+    settings file); anything else is refused and left untouched.  The write is atomic.
     """
+    from . import store
+
+    target = Path(out_path)
+    if target.is_dir():
+        raise ValueError(f"out_path {str(target)!r} is a directory; give a file path for the merged TSV")
+    if target.exists():
+        with target.open("rb") as handle:
+            ours = handle.read(len(_HEADER) + 1) == (_HEADER + "\n").encode()
+        if not ours or _meta_path(target).exists():
+            what = "a certify shard with its settings file" if ours else "not a certify TSV"
+            raise ValueError(f"out_path {str(target)!r} exists and is {what}; it was left untouched: "
+                             "choose another out_path")
     frame = read_certify_tsv(list(paths))
     times = frame["time"].map(lambda s: str(datetime.timedelta(seconds=float(s)))) \
         if "time" in frame.columns else None
     out = frame.copy()
     if times is not None:
         out["time"] = times
-    out.to_csv(out_path, sep="\t", index=False, float_format=lambda v: repr(float(v)))
+    text = out.to_csv(sep="\t", index=False, float_format=lambda v: repr(float(v)))
+    store.atomic_write_bytes(target, text.encode("utf-8"))
     return frame
 
 

@@ -181,6 +181,21 @@ def test_cli_certify_out_on_a_foreign_file_leaves_it_byte_identical(run_copy, tm
     assert out.read_bytes() == content and not (tmp_path / "mine.tsv.meta.json").exists()
 
 
+@pytest.mark.parametrize("kind", ["foreign", "shard"])
+def test_merge_refuses_to_overwrite_what_is_not_an_earlier_merge(run_copy, tmp_path, kind):
+    tsv = next(run_copy.dir.path.glob("certify-*.tsv"))
+    target = tmp_path / "merged.tsv"
+    if kind == "foreign":
+        target.write_bytes(b"my notes")
+    else:
+        shutil.copy(tsv, target)
+        shutil.copy(tsv.with_name(tsv.name + ".meta.json"), tmp_path / "merged.tsv.meta.json")
+    before = target.read_bytes()
+    with pytest.raises(ValueError, match="merged.tsv"):
+        smoothing.merge_certify_tsv([tsv], target)
+    assert target.read_bytes() == before
+
+
 def test_cli_certify_out_is_a_directory(run_copy, tmp_path, capsys):
     (tmp_path / "outdir").mkdir()
     _cli(["certify", "--run", str(run_copy.dir.path), "--out", "outdir"], capsys, "--out", "outdir")
