@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import _record
 from . import _validate as check
 from . import data as data_mod
 from . import evaluate as evaluate_mod
@@ -201,7 +202,8 @@ class Run:
     def cached(self, name: str, params: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
         """``compute()`` stored as ``<run>/<name>-<hash of params>.json``: evaluated once per run
         and parameters, so that re-rendering a notebook reads it back."""
-        path = self.dir.file(f"{name}-{store.config_hash(dict(params))}.json")
+        path = self.dir.file(cached_name(name, params))
+        _record.lookup(self.dir.path.parent.name, f"{self.dir.path.name}/{path.name}")
         if path.exists():
             return self.dir.read_json(path.name)["result"]
         result = compute()
@@ -222,6 +224,11 @@ class Run:
 
 
 EpochCallback = Callable[[int, dict], None]
+
+
+def cached_name(name: str, params: Mapping[str, Any]) -> str:
+    """The file name of :meth:`Run.cached`'s result ``name`` at ``params`` in a run's directory."""
+    return f"{name}-{store.config_hash(dict(params))}.json"
 
 
 def run_dir_for(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path | None = None,
@@ -250,6 +257,7 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
     if data_root is not None:
         check.directory("data_root", data_root)
     run_dir = run_dir_for(cfg, experiment=experiment, root=root, data_root=data_root)
+    _record.lookup(experiment, run_dir.path.name)
     run = Run(run_dir, cfg)
     if run_dir.finished:
         return run
