@@ -52,7 +52,10 @@ class Job:
     experiment; ``store``: the run-store experiment folder; ``key``: the store key (the run's folder
     name for 'train', ``"<run folder>/<result file>"`` otherwise); ``needs``: keys of the jobs that
     must be done first; ``spec``: what :func:`run_job` needs (JSON); ``cost``: the inputs of a
-    GPU-hour estimate (model, method, dataset, iterations, batch_size, amp, images, samples).
+    GPU-hour estimate: ``model``, ``dataset``, ``method`` (the training method of a 'train' job, the
+    evaluation's name otherwise: 'robustness', 'certify', 'empirical', ...), ``iterations`` (train:
+    epochs x batches), ``batch_size``, ``amp``, ``images`` (evaluated) and ``samples`` (forward
+    passes of noisy copies: certification images x (n0 + n)).  Jobs hash by their identity fields.
     """
 
     kind: str
@@ -61,8 +64,8 @@ class Job:
     key: str
     needs: tuple[str, ...]
     label: str
-    spec: Mapping[str, Any] = field(repr=False)
-    cost: Mapping[str, Any] = field(repr=False)
+    spec: Mapping[str, Any] = field(repr=False, hash=False)
+    cost: Mapping[str, Any] = field(repr=False, hash=False)
 
     @property
     def run_key(self) -> str:
@@ -426,9 +429,13 @@ def _stored_run(job: Job, root: str | Path | None) -> train.Run:
     return train.Run(run_dir, cfg)
 
 
-def _settings_of(job: Job) -> Any:
+def _settings_of(job: Job, *, small: bool = False) -> Any:
     s = job.spec["settings"]
-    return profiles.resolve(s["experiment"], s["profile"], **s["overrides"])
+    overrides = dict(s["overrides"])
+    if small:
+        known = profiles.knobs(s["experiment"])
+        overrides.update({k: v for k, v in _SMALL_KNOBS.items() if k in known})
+    return profiles.resolve(s["experiment"], s["profile"], **overrides)
 
 
 def run_job(job: Job, *, device: str = "auto", root: str | Path | None = None,
@@ -436,7 +443,9 @@ def run_job(job: Job, *, device: str = "auto", root: str | Path | None = None,
     """Execute ``job`` into the store at ``root`` (default: ``$RS_RESULTS``) with the function the
     notebook calls: ``train.run_training`` (which resumes an interrupted run), the cached evaluation,
     ``smoothing.certify_run`` on the shard's index range, or ``smoothing.merge_certify_run``.
-    ``max_iterations`` (paper-path smoke tests only) is passed to ``train.run_training``."""
+    ``max_iterations`` (paper-path smoke tests only, into a scratch ``root``) is passed to
+    ``train.run_training``; with it an evaluation runs on a couple of images (certification: one
+    image per shard at n = 16), so that a paper job's code path runs in seconds on the CPU."""
     if not isinstance(job, Job):
         raise ValueError(f"job must be a rs_lib.plan.Job, got {type(job).__name__}")
     check.choice("job kind", job.kind, KINDS)
@@ -448,15 +457,31 @@ def run_job(job: Job, *, device: str = "auto", root: str | Path | None = None,
                            **extra)
         return
     run = _stored_run(job, root)
+    kwargs = dict(job.spec["kwargs"])
+    if max_iterations is not None:
+        kwargs = _one_batch(kwargs, job.spec.get("shards", 1))
     if job.kind == "evaluate":
-        EVALUATIONS[job.spec["function"]].call(run, _settings_of(job) if "settings" in job.spec else None,
-                                               device, progress, **job.spec["kwargs"])
+        settings = _settings_of(job, small=max_iterations is not None)
+        EVALUATIONS[job.spec["function"]].call(run, settings, device, progress, **kwargs)
     elif job.kind == "certify_shard":
-        smoothing.certify_run(run, **job.spec["kwargs"], shard=(job.spec["shard"], job.spec["shards"]),
+        smoothing.certify_run(run, **kwargs, shard=(job.spec["shard"], job.spec["shards"]),
                               device=device, progress=progress)
     else:
-        kwargs = {k: v for k, v in job.spec["kwargs"].items() if k != "batch_size"}
+        kwargs.pop("batch_size")
         smoothing.merge_certify_run(run, shards=job.spec["shards"], **kwargs)
+
+
+#: With ``max_iterations`` (the paper-path smoke test), evaluations run on this few images and
+#: certification at this few samples: the code path of the paper job, not its numbers.
+_SMALL_KNOBS = {"n_test": 2, "hessian_n": 2, "hessian_iters": 2, "attack_points": 1, "attack_steps": 1,
+                "predict_n": 16, "interp_points": 1, "interp_steps": 1, "interp_num_noise": 2, "cert_points": 1,
+                "cert_n0": 4, "cert_n": 16, "cert_batch": 16}
+
+
+def _one_batch(kwargs: dict[str, Any], shards: int) -> dict[str, Any]:
+    caps = {"n_test": 2, "n_points": shards, "n0": 4, "n": 16, "batch_size": 16, "m": 2}
+    return {k: min(v, caps[k]) if k in caps and isinstance(v, int) and v is not None else v
+            for k, v in kwargs.items()}
 
 
 def job_done(job: Job, *, root: str | Path | None = None) -> bool:
@@ -491,3 +516,39 @@ def iter_plans(experiments_: tuple[str, ...], profile: str, **overrides: Any) ->
             if (job.store, job.key) not in seen:
                 seen.add((job.store, job.key))
                 yield job
+
+
+def describe(jobs: list[Job], *, root: str | Path | None = None) -> str:
+    """One line per job: kind, store key, whether the store at ``root`` holds it, label."""
+    lines = [f"{'kind':14s} {'done':5s} {'key':60s} label"]
+    for job in jobs:
+        done = "yes" if job_done(job, root=root) else "no"
+        lines.append(f"{job.kind:14s} {done:5s} {job.store + '/' + job.key:60s} {job.label}")
+    counts = {kind: sum(j.kind == kind for j in jobs) for kind in KINDS}
+    lines.append(f"{len(jobs)} jobs: " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rs_lib.plan EXPERIMENT|CHAPTER|all [--profile P] [--root DIR]``: print the plan."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m rs_lib.plan", description=main.__doc__)
+    parser.add_argument("what", help="an experiment, a chapter (foundations, backward_smoothing, smoothing) or all")
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--root", default=None, help="the run store (default: $RS_RESULTS, else results/)")
+    args = parser.parse_args(argv)
+    try:
+        chapters = {c for c, _, _ in _PLANNERS.values()}
+        names = (experiments() if args.what == "all" else experiments(args.what) if args.what in chapters
+                 else (check.choice("experiment", args.what, list(_PLANNERS)),))
+        print(describe(list(iter_plans(names, args.profile)), root=args.root))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

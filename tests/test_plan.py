@@ -263,7 +263,7 @@ class _FakeData:
         return ANY, ANY
 
 
-def _notebook_lookups(experiment: str, profile: str, monkeypatch) -> tuple[set, list[str]]:
+def _notebook_lookups(experiment: str, profile: str, monkeypatch, path: Path | None = None) -> tuple[set, list[str]]:
     """Execute the code cells of ``experiment``'s notebook in ``profile``, with training, the
     cached evaluations and certification recorded instead of run, and data of the right sizes.
     A cell that fails on a recorded (meaningless) result is left there and the next one runs: the
@@ -279,7 +279,7 @@ def _notebook_lookups(experiment: str, profile: str, monkeypatch) -> tuple[set, 
         if not name.startswith("_") and callable(getattr(plots, name)) and name not in ("collapsed",):
             monkeypatch.setattr(plots, name, ANY)
     monkeypatch.setattr(plots, "collapsed", lambda *a, **k: False)
-    nb = nbformat.read(str(book.NOTEBOOK_DIR / f"{experiment}.ipynb"), as_version=4)
+    nb = nbformat.read(str(path or book.NOTEBOOK_DIR / f"{experiment}.ipynb"), as_version=4)
     namespace: dict = {}
     failed = []
     for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
@@ -306,13 +306,56 @@ def test_cpu_notebook_requests_exactly_its_plan(experiment, monkeypatch):
                                      f"{sorted(labels[k] for k in planned - looked_up)[:5]}; failed cells: {failed}")
 
 
-def test_the_cpu_recorder_sees_a_request_the_plan_lacks(monkeypatch):
-    """The check above can fail: a notebook asking for one more run is caught."""
-    looked_up, _ = _notebook_lookups("noise_training", "cpu", monkeypatch)
+def _planned(experiment, profile, **overrides):
+    return {(j.store, j.key) for j in plan.plan(experiment, profile, **overrides) if j.kind in TERMINAL_KINDS}
+
+
+def test_the_cpu_check_fails_for_a_request_the_plan_lacks_and_for_one_it_never_makes(tmp_path, monkeypatch):
+    source = book.NOTEBOOK_DIR / "noise_training.ipynb"
+    nb = nbformat.read(str(source), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        'extra = train.run_training(settings.train_config(method="gaussian", method_params={"sigma": 0.33}),\n'
+        '                           experiment="noise_training", device=device)'))
+    more = tmp_path / "more.ipynb"
+    nbformat.write(nb, str(more))
+    looked_up, _ = _notebook_lookups("noise_training", "cpu", monkeypatch, more)
     cfg = profiles.resolve("noise_training", "cpu").train_config(method="gaussian", method_params={"sigma": 0.33})
-    extra = ("noise_training", train.run_dir_for(cfg, experiment="noise_training").path.name)
-    planned = {(j.store, j.key) for j in plan.plan("noise_training", "cpu") if j.kind in TERMINAL_KINDS}
-    assert looked_up == planned and (looked_up | {extra}) != planned
-    fewer = {(j.store, j.key) for j in plan.plan("noise_training", "cpu", train_sigmas=[0.25])
-             if j.kind in TERMINAL_KINDS}
-    assert fewer < looked_up
+    assert looked_up - _planned("noise_training", "cpu") == {("noise_training", train.run_dir_for(
+        cfg, experiment="noise_training").path.name)}
+
+    nb = nbformat.read(str(source), as_version=4)
+    nb.cells = [c for c in nb.cells if "noisy_accuracy" not in c.source]    # the evaluation cell left out
+    fewer = tmp_path / "fewer.ipynb"
+    nbformat.write(nb, str(fewer))
+    looked_up, _ = _notebook_lookups("noise_training", "cpu", monkeypatch, fewer)
+    missing = _planned("noise_training", "cpu") - looked_up
+    assert len(missing) == len(profiles.resolve("noise_training", "cpu").train_sigmas) + 1   # + standard
+    assert all(key.split("/")[1].startswith("noisy_accuracy-") for _, key in missing)
+
+
+def test_run_job_with_max_iterations_runs_each_evaluation_small_and_leaves_the_real_key(tmp_path):
+    root = tmp_path / "scratch"
+    for experiment in ("noise_training", "bs_hessian", "rs_smoothadv_attacks", "rs_smoothmix_ablations"):
+        jobs = plan.plan(experiment, "smoke")
+        for job in jobs:
+            if job.kind == "train":
+                plan.run_job(job, device="cpu", root=root, progress=False)
+        evaluated = {j.run_key: j for j in jobs if j.kind != "train"}
+        before = {key: set((root / job.store / key).iterdir()) for key, job in evaluated.items()}
+        for job in jobs:
+            if job.kind != "train":
+                plan.run_job(job, device="cpu", root=root, progress=False, max_iterations=2)
+                assert not plan.job_done(job, root=root)      # a small result is never the real one
+        for key, job in evaluated.items():                    # (small twins of two jobs may coincide)
+            assert set((root / job.store / key).iterdir()) - before[key], job.label
+
+
+def test_python_m_rs_lib_plan_prints_the_jobs_and_what_is_done(tmp_path, capsys):
+    root = tmp_path / "results"
+    jobs = plan.plan("rs_certified_curves", "smoke")
+    plan.run_job(jobs[0], device="cpu", root=root, progress=False)
+    assert plan.main(["rs_certified_curves", "--profile", "smoke", "--root", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(jobs) + 2 and lines[-1] == "4 jobs: 2 train, 2 evaluate"
+    assert [line.split()[1] for line in lines[1:-1]] == ["yes", "no", "no", "no"]
+    assert plan.main(["bs_nope"]) == 2 and "experiment" in capsys.readouterr().err

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ._checks import COMMON_CHECKS
+from .. import _validate as check
+from ._checks import list_of
 from ._settings import TrainKnobs, knob
 
 
@@ -15,9 +16,9 @@ class NoiseTraining(TrainKnobs):
     tested on ``n_test`` images under noise of each of ``eval_sigmas``."""
 
     experiment: ClassVar[str] = "noise_training"
-    train_sigmas: list[float] = knob(COMMON_CHECKS["train_sigmas"])
-    eval_sigmas: list[float] = knob(COMMON_CHECKS["eval_sigmas"])
-    n_test: int = knob(COMMON_CHECKS["n_test"])
+    train_sigmas: list[float] = knob(list_of(check.positive))
+    eval_sigmas: list[float] = knob(list_of(check.non_negative))
+    n_test: int = knob(check.positive_int)
 
 
 SETTINGS = {"noise_training": NoiseTraining}
