@@ -49,6 +49,7 @@ from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
+from rs_lib import _record
 from rs_lib import _validate as check
 
 ABSTAIN = -1
@@ -817,10 +818,60 @@ def high_prob_accuracy(df: pd.DataFrame, radii: float | Sequence[float] | np.nda
 # Certifying stored runs (cached in the run's directory) and summary tables for the book
 # --------------------------------------------------------------------------------------------
 
+def certify_params(*, split: str = "test", n_points: int, n0: int, n: int, alpha: float, sigma: float,
+                   seed: int = 0, which: str = "last") -> dict[str, Any]:
+    """What a stored run's certification file depends on (validated): the basis of its name."""
+    from . import data as data_mod
+
+    check.choice("split", split, data_mod.SPLITS)
+    check.positive_int("n_points", n_points)
+    check.positive_int("n0", n0)
+    check.positive_int("n", n)
+    check.probability("alpha", alpha)
+    check.positive("sigma", sigma)
+    check.integer("seed", seed, low=0)
+    check.choice("which", which, ("last", "best"))
+    return {"split": split, "n_points": n_points, "n0": n0, "n": n, "alpha": alpha,
+            "sigma": float(sigma), "seed": seed, "which": which}
+
+
+def certify_file_name(params: Mapping[str, Any], shard: tuple[int, int] | None = None) -> str:
+    """``certify-<hash of params>.tsv`` (the file the notebooks read), or the name of shard
+    ``(k, shards)`` of it, ``certify-<hash>.shard<k>-of-<shards>.tsv``."""
+    from . import store
+
+    stem = f"certify-{store.config_hash(dict(params))}"
+    if shard is None:
+        return f"{stem}.tsv"
+    k, shards = _check_shard(shard)
+    return f"{stem}.shard{k}-of-{shards}.tsv"
+
+
+def _check_shard(shard: Any) -> tuple[int, int]:
+    if not isinstance(shard, (tuple, list)) or len(shard) != 2:
+        raise ValueError(f"shard must be a pair (k, shards) with 0 <= k < shards, got {shard!r}")
+    shards = check.positive_int("shard count", shard[1])
+    k = check.integer("shard index", shard[0], low=0, high=shards - 1)
+    return k, shards
+
+
+def certify_indices(size: int, n_points: int, shard: tuple[int, int] | None = None) -> list[int]:
+    """The examples a run certifies: every ``size // n_points``-th of a split of ``size`` from 0
+    (the reference's ``--skip``); with ``shard=(k, shards)``, the k-th of ``shards`` contiguous
+    ranges of that list (equal up to one example)."""
+    if n_points > size:
+        raise ValueError(f"n_points must be <= {size} (the size of the split), got {n_points}")
+    indices = list(range(0, size, size // n_points))[:n_points]
+    if shard is None:
+        return indices
+    k, shards = _check_shard(shard)
+    return indices[k * n_points // shards:(k + 1) * n_points // shards]
+
+
 def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int, alpha: float,
                 sigma: float, batch_size: int, seed: int = 0, which: str = "last",
                 device: str | torch.device = "auto", compile: bool = False,
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """CERTIFY ``n_points`` examples of ``split`` with a stored run's model; cached in the run.
 
     ``run`` is a :class:`rs_lib.train.Run`; its ``which`` checkpoint ('last', as the references
@@ -831,36 +882,69 @@ def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int
     ``compile`` (``Smooth``'s speed option for large n), which do not change what is certified; ``certify_dataset``'s resume makes a re-run (or a re-render of a
     notebook) read the finished file and finish a killed one.  Each row carries CERTIFY's guarantee
     at level ``alpha``; returns ``read_certify_tsv`` of the file (column ``idx`` = dataset index).
+
+    ``shard=(k, shards)`` certifies only the k-th contiguous range of those examples into its own
+    file (:func:`certify_file_name`); :func:`merge_certify_run` then writes the run's file from all
+    shards.  The noise of each example depends on ``(seed, idx)`` alone, so the merged file equals a
+    single-process one row for row (``time`` aside).
     """
     from . import data as data_mod
-    from . import store
 
-    check.choice("split", split, data_mod.SPLITS)
-    check.positive_int("n_points", n_points)
+    params = certify_params(split=split, n_points=n_points, n0=n0, n=n, alpha=alpha, sigma=sigma,
+                            seed=seed, which=which)
     _check_certify_args(n0, n, alpha, batch_size)
-    check.positive("sigma", sigma)
-    check.integer("seed", seed, low=0)
-    check.choice("which", which, ("last", "best"))
     if not hasattr(run, "dir") or not hasattr(run, "load_model"):
         raise ValueError(f"run must be a rs_lib.train.Run (from run_training), got {type(run).__name__}")
-    params = {"split": split, "n_points": n_points, "n0": n0, "n": n, "alpha": alpha,
-              "sigma": float(sigma), "seed": seed, "which": which}
-    path = run.dir.file(f"certify-{store.config_hash(params)}.tsv")
-    if path.exists():
-        check_certify_output(path)
-        finished = read_certify_tsv(path)
+    whole = run.dir.file(certify_file_name(params))
+    if shard is None:
+        _record.lookup(run.dir.path.parent.name, f"{run.dir.path.name}/{whole.name}")
+    if whole.exists():
+        check_certify_output(whole)
+        finished = read_certify_tsv(whole)
         if len(finished) == n_points:
-            return finished
+            if shard is None:
+                return finished
+            k, shards = _check_shard(shard)   # the indices ascend, so shard k is this slice of rows
+            return finished.iloc[k * n_points // shards:(k + 1) * n_points // shards].reset_index(drop=True)
+    path = whole if shard is None else run.dir.file(certify_file_name(params, shard))
     dataset = data_mod.load(run.config.dataset, split)
-    if n_points > len(dataset):
+    try:
+        indices = certify_indices(len(dataset), n_points, shard)
+    except ValueError:
         raise ValueError(f"n_points must be <= {len(dataset)} (the size of {run.config.dataset} "
-                         f"'{split}'), got {n_points}")
-    indices = list(range(0, len(dataset), len(dataset) // n_points))[:n_points]
+                         f"'{split}'), got {n_points}") from None
     model = run.load_model(which, device=device)
     smooth = Smooth(model, data_mod.dataset_info(run.config.dataset).num_classes, sigma, compile=compile)
     images, labels = dataset.tensors("cpu")
     return certify_dataset(smooth, images, labels, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
                            out_path=path, indices=indices, seed=seed, progress=progress)
+
+
+def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: int, n0: int, n: int,
+                      alpha: float, sigma: float, seed: int = 0, which: str = "last") -> pd.DataFrame:
+    """Write a run's certification file (the one :func:`certify_run` reads) from its ``shards``
+    shard files, each complete, atomically; return it.  A missing or unfinished shard is a
+    ValueError naming it, before anything is written."""
+    from . import store
+
+    params = certify_params(split=split, n_points=n_points, n0=n0, n=n, alpha=alpha, sigma=sigma,
+                            seed=seed, which=which)
+    check.positive_int("shards", shards)
+    paths = [run.dir.file(certify_file_name(params, (k, shards))) for k in range(shards)]
+    expected = [len(range(k * n_points // shards, (k + 1) * n_points // shards)) for k in range(shards)]
+    for path, rows in zip(paths, expected):
+        done = len(read_certify_tsv(path)) if path.is_file() else 0
+        if done != rows:
+            raise ValueError(f"certify shard {str(path)!r} has {done} of its {rows} rows; run its "
+                             "certify_shard job first")
+    whole = run.dir.file(certify_file_name(params))
+    tmp = whole.with_name(f".{whole.name}.merge.tmp")
+    try:
+        merge_certify_tsv(paths, tmp)
+        store.atomic_write_bytes(whole, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return read_certify_tsv(whole)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import _record
 from . import _validate as check
 from . import data as data_mod
 from . import evaluate as evaluate_mod
@@ -206,7 +207,8 @@ class Run:
     def cached(self, name: str, params: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
         """``compute()`` stored as ``<run>/<name>-<hash of params>.json``: evaluated once per run
         and parameters, so that re-rendering a notebook reads it back."""
-        path = self.dir.file(f"{name}-{store.config_hash(dict(params))}.json")
+        path = self.dir.file(cached_name(name, params))
+        _record.lookup(self.dir.path.parent.name, f"{self.dir.path.name}/{path.name}")
         if path.exists():
             try:
                 return self.dir.read_json(path.name)["result"]
@@ -233,6 +235,11 @@ EpochCallback = Callable[[int, dict], None]
 
 
 DATA_FINGERPRINT = "data_fingerprint"
+
+
+def cached_name(name: str, params: Mapping[str, Any]) -> str:
+    """The file name of :meth:`Run.cached`'s result ``name`` at ``params`` in a run's directory."""
+    return f"{name}-{store.config_hash(dict(params))}.json"
 
 
 def run_dir_for(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path | None = None,
@@ -271,6 +278,7 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
     if cfg.amp and device.type != "cuda":
         raise ValueError("amp=True needs a CUDA device (mixed precision is not used on CPU)")
     run_dir = run_dir_for(cfg, experiment=experiment, root=root, data_root=data_root)
+    _record.lookup(experiment, run_dir.path.name)
     run = Run(run_dir, cfg)
     run_dir.verify_config()
     if run_dir.finished:
