@@ -937,6 +937,10 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
         if done != rows:
             raise ValueError(f"certify shard {str(path)!r} has {done} of its {rows} rows; run its "
                              "certify_shard job first")
+    settings = [{k: v for k, v in _read_meta(path).items() if k != "complete"} for path in paths]
+    if any(other != settings[0] for other in settings[1:]):
+        raise ValueError(f"the shards of {certify_file_name(params)} were certified with different settings; "
+                         "discard them (python -m rs_lib discard FILE) and re-run their certify_shard jobs")
     whole = run.dir.file(certify_file_name(params))
     tmp = whole.with_name(f".{whole.name}.merge.tmp")
     try:
@@ -944,6 +948,8 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
         store.atomic_write_bytes(whole, tmp.read_bytes())
     finally:
         tmp.unlink(missing_ok=True)
+    # the merged file is verified like one certified in one process: the shards' settings, its digest
+    _write_meta(whole, {**settings[0], "merged_from": [p.name for p in paths], "complete": _tsv_digest(whole)})
     return read_certify_tsv(whole)
 
 
