@@ -445,9 +445,9 @@ def run_sweep(jobs: Sequence[Any], resources: Resources, *, record: Path, root: 
     common = {"record": str(record), "root": root_path, "device": resources.device,
               "threads": resources.threads, "max_iterations": max_iterations}
     if resources.executor == "slurm":
-        _submit_slurm(todo, by_key, finished | busy, resources, record, runner, common, result, out)
+        _submit_slurm(todo, by_key, finished, busy, resources, record, runner, common, result, out)
     else:
-        _run_local(todo, by_key, finished | busy, resources, record, runner, common, result, poll_s, out)
+        _run_local(todo, by_key, finished, busy, resources, record, runner, common, result, poll_s, out)
     return result
 
 
@@ -470,12 +470,15 @@ def _slurm_executor(resources: Resources, record: Path) -> submitit.SlurmExecuto
     return executor
 
 
-def _submit_slurm(todo, by_key, finished, resources, record, runner, common, result, out) -> None:
-    """One array per wave; wave k + 1 depends (afterany) on the arrays of wave k."""
+def _submit_slurm(todo, by_key, finished, busy, resources, record, runner, common, result, out) -> None:
+    """One array per wave; wave k + 1 depends (afterany) on the arrays of wave k, and a wave on the
+    SLURM jobs of an earlier sweep that are still computing its needs."""
     executor = _slurm_executor(resources, record)
     previous: list[str] = []
-    for number, wave in enumerate(waves(todo, finished)):
-        executor.update_parameters(dependency=("afterany:" + ":".join(previous)) if previous else None)
+    for number, wave in enumerate(waves(todo, finished | busy)):
+        elsewhere = {JobRecord(record, by_key[n]).read().get("job_id") for j in wave for n in j.needs if n in busy}
+        after = previous + sorted(str(i) for i in elsewhere if i)
+        executor.update_parameters(dependency=("afterany:" + ":".join(after)) if after else None)
         with executor.batch():
             submitted = [executor.submit(runner, job, _needs(job, by_key), **common) for job in wave]
         previous = sorted({j.job_id.split("_")[0] for j in submitted})
@@ -486,13 +489,22 @@ def _submit_slurm(todo, by_key, finished, resources, record, runner, common, res
         print(f"wave {number}: {len(wave)} jobs as array {', '.join(previous)}", file=out, flush=True)
 
 
-def _run_local(todo, by_key, finished, resources, record, runner, common, result, poll_s, out) -> None:
-    """One slot per GPU (or CPU worker); a job enters a free slot once its needs are finished."""
+def _run_local(todo, by_key, finished, busy, resources, record, runner, common, result, poll_s, out) -> None:
+    """One slot per GPU (or CPU worker); a job enters a free slot once its needs are finished (in
+    this sweep, or by the still-running jobs of an earlier one, ``busy``)."""
     slots: list[tuple[int, ...]] = [(g,) for g in resources.gpus] or [()] * resources.cpu_workers
     executor = submitit.LocalExecutor(folder=record / "logs" / "%j", max_num_timeout=resources.max_requeue)
+    _, job_done = runner._functions()
     pending, running = list(todo), {}
-    done, bad = set(finished), set()
+    done, bad, elsewhere = set(finished), set(), set(busy)
     while pending or running:
+        for key in list(elsewhere):
+            if job_done(by_key[key], root=common["root"]):
+                elsewhere.discard(key)
+                done.add(key)
+            elif not _alive(JobRecord(record, by_key[key]).read(), record / "logs"):
+                elsewhere.discard(key)
+                bad.add(key)
         for slot, (job, sj) in list(running.items()):
             if sj.done():
                 del running[slot]
@@ -524,7 +536,12 @@ def _run_local(todo, by_key, finished, resources, record, runner, common, result
             running[slot] = (ready, sj)
             where = f"GPU {gpus[0]}" if gpus else f"CPU worker {slot}"
             print(f"started  {ready.label} on {where}", file=out, flush=True)
-        if running:
+        if pending and not running and not elsewhere:     # nothing can start any more
+            for job in pending:
+                result.failed.append(job.key)
+                JobRecord(record, job).update(state="failed", error="a job it needs did not finish", executor="local")
+            pending.clear()
+        if running or (pending and elsewhere):
             time.sleep(poll_s)
 
 

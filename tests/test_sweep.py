@@ -9,8 +9,11 @@ the real plan of two smoke experiments and render their notebooks read-only.
 import json
 import os
 import shutil
+import socket
 import stat
 import sys
+import threading
+import time
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +152,28 @@ def test_a_failed_job_blocks_its_dependents_and_status_shows_its_log(root):
     assert rows[after.key]["state"] == "failed" and "needs failed" in rows[after.key]["error"]
     text = sweep.format_status(list(rows.values()))
     assert f"log: {log}" in text and "1 done, 0 running, 0 submitted, 2 failed, 0 missing" in text
+
+
+def test_a_job_still_running_in_an_earlier_sweep_is_not_resubmitted_and_its_dependents_wait(root):
+    a0 = train_job(0)
+    evaluation = eval_job(a0)
+    # an earlier sweep's job is computing a0: this process, on this host (so it is alive)
+    sweep.JobRecord(record_of(root), a0).update(state="running", executor="local", host=socket.gethostname(),
+                                                pid=os.getpid())
+    def train_once_the_sweep_waits():
+        while not (record_of(root) / "logs").exists():     # run_sweep makes it just before its loop
+            time.sleep(0.05)
+        _run(a0, str(root))
+
+    trainer = threading.Thread(target=train_once_the_sweep_waits)
+    trainer.start()
+    try:
+        result = sweep.run_sweep([a0, evaluation], sweep.Resources(cpu_workers=1, threads=1), record=record_of(root),
+                                 root=root, runner=RUNNER, poll_s=0.2)
+    finally:
+        trainer.join()
+    assert result.submitted == [evaluation.key] and result.skipped == [a0.key] and result.failed == []
+    assert fake_job_done(evaluation, root=root)
 
 
 def test_local_executor_resources_are_checked_before_anything_is_submitted():
