@@ -363,7 +363,8 @@ def job_states(jobs: Sequence[Any], record: Path, *, root: str | Path | None,
 
 def format_status(rows: Sequence[Mapping[str, Any]]) -> str:
     counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
-    lines = [f"{r['state']:9s} {r['key']:40s} {r['label']}" for r in rows]
+    width = max((len(r["key"]) for r in rows), default=0)
+    lines = [f"{r['state']:9s} {r['key']:{width}s}  {r['label']}" for r in rows]
     for r in rows:
         if r["state"] == "failed":
             lines.append(f"failed: {r['label']}: {r['error'] or 'no error recorded'}; log: {r['log'] or 'none'}")
@@ -392,11 +393,12 @@ def format_dry_run(rows: Sequence[Mapping[str, Any]], *, chapters: Mapping[str, 
                    source: str = "") -> str:
     """One line per job, then GPU-hours per chapter (or experiment) and in all, still to run and all."""
     chapters = chapters or {}
-    lines = [f"{'state':8s} {'GPU-h':>9s}  {'experiment':24s} {'key':40s} label"]
+    width = max((len(r["key"]) for r in rows), default=3)
+    lines = [f"{'state':8s} {'GPU-h':>9s}  {'experiment':24s} {'key':{width}s}  label"]
     for r in rows:
         hours = "unknown" if r["gpu_hours"] is None else f"{r['gpu_hours']:.3f}"
         lines.append(f"{'done' if r['done'] else 'to run':8s} {hours:>9s}  {r['experiment']:24s} "
-                     f"{r['key']:40s} {r['label']}")
+                     f"{r['key']:{width}s}  {r['label']}")
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault(chapters.get(r["experiment"], r["experiment"]), []).append(r)

@@ -200,6 +200,11 @@ def test_local_executor_resources_are_checked_before_anything_is_submitted():
     (["sweep", "x", "--gpus", "99"], "--gpus names GPU 99"),
     (["sweep", "x", "--cpu-workers", "1", "--gpus-per-job", "2"], "SLURM options"),
     (["sweep", "x", "--profile", "huge"], "--profile must be one of"),
+    (["sweep", "no_such_experiment", "--cpu-workers", "1"], "experiment must be one of"),
+    (["sweep", "--chapter", "optics", "--cpu-workers", "1"], "--chapter must be one of"),
+    (["sweep", "--all", "noise_training", "--cpu-workers", "1"], "select experiments one way"),
+    (["sweep", "noise_training", "--profile", "smoke", "-p", "epoch=3", "--cpu-workers", "1"], "epochs"),
+    (["sweep", "noise_training", "--dry-run", "--status"], "not both"),
 ])
 def test_sweep_cli_rejects_bad_flags_with_exit_2(argv, message, capsys, root):
     assert main(argv) == 2
