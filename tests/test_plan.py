@@ -1,6 +1,6 @@
 """rs_lib.plan: every experiment's runs and results as jobs keyed by the store, equal to what its
-notebook looks up (smoke: tests/test_notebooks.py executes each notebook and compares; cpu: here,
-the notebook's own code with the store's heavy calls replaced by recorders), run_job / job_done,
+notebook looks up (smoke: tests/test_notebooks.py executes each notebook and compares; cpu and
+paper: here, the notebook's own code with the store's heavy calls replaced by recorders), run_job / job_done,
 and certification sharded by index range then merged, equal to one process row for row."""
 
 from __future__ import annotations
@@ -155,6 +155,14 @@ def test_sharded_certification_merged_equals_one_process_row_for_row(tmp_path, m
     read = smoothing.certify_run(rerun, **cert, sigma=0.25, device="cpu", progress=False)
     assert read.drop(columns="time").equals(whole.drop(columns="time"))
 
+    # max_iterations (the paper-path check): one image per shard at a small n, merged, the real file untouched
+    before = set(rerun.dir.path.iterdir())
+    for job in [*shards, merge]:
+        plan.run_job(job, device="cpu", root=sharded, progress=False, max_iterations=2)
+    small = [p for p in set(rerun.dir.path.iterdir()) - before if ".shard" not in p.name and p.suffix == ".tsv"]
+    assert len(small) == 1 and len(smoothing.read_certify_tsv(small[0])) == len(shards)
+    assert cols(merged_path) == cols(run.dir.path / name)
+
 
 # ---------------------------------------------------------------------------- cpu: notebook == plan
 
@@ -294,10 +302,14 @@ def _notebook_lookups(experiment: str, profile: str, monkeypatch, path: Path | N
     return recorder.keys, failed
 
 
+@pytest.mark.parametrize("profile", ["cpu", "paper"])
 @pytest.mark.parametrize("experiment", plan.experiments())
-def test_cpu_notebook_requests_exactly_its_plan(experiment, monkeypatch):
-    looked_up, failed = _notebook_lookups(experiment, "cpu", monkeypatch)
-    jobs = plan.plan(experiment, "cpu")
+def test_notebook_requests_exactly_its_plan_in_the_cpu_and_paper_profiles(experiment, profile, monkeypatch):
+    from rs_lib.presets import backward_smoothing as bs
+
+    monkeypatch.setattr(bs, "check_training_device", lambda *a, **k: None)   # paper's AMP runs need CUDA
+    looked_up, failed = _notebook_lookups(experiment, profile, monkeypatch)
+    jobs = plan.plan(experiment, profile)
     planned = {(j.store, j.key) for j in jobs if j.kind in TERMINAL_KINDS}
     labels = {(j.store, j.key): j.label for j in jobs}
     assert looked_up, failed
@@ -335,19 +347,19 @@ def test_the_cpu_check_fails_for_a_request_the_plan_lacks_and_for_one_it_never_m
 
 def test_run_job_with_max_iterations_runs_each_evaluation_small_and_leaves_the_real_key(tmp_path):
     root = tmp_path / "scratch"
-    for experiment in ("noise_training", "bs_hessian", "rs_smoothadv_attacks", "rs_smoothmix_ablations"):
-        jobs = plan.plan(experiment, "smoke")
-        for job in jobs:
-            if job.kind == "train":
-                plan.run_job(job, device="cpu", root=root, progress=False)
-        evaluated = {j.run_key: j for j in jobs if j.kind != "train"}
-        before = {key: set((root / job.store / key).iterdir()) for key, job in evaluated.items()}
-        for job in jobs:
-            if job.kind != "train":
-                plan.run_job(job, device="cpu", root=root, progress=False, max_iterations=2)
-                assert not plan.job_done(job, root=root)      # a small result is never the real one
-        for key, job in evaluated.items():                    # (small twins of two jobs may coincide)
-            assert set((root / job.store / key).iterdir()) - before[key], job.label
+    jobs = {j.key: j for e in plan.experiments() for j in plan.plan(e, "smoke")}
+    first = {}                                   # one job of each evaluation function
+    for job in jobs.values():
+        if job.kind == "evaluate":
+            first.setdefault(job.spec["function"], job)
+    assert set(first) == set(plan.EVALUATIONS)
+    for function, job in first.items():
+        plan.run_job(jobs[job.run_key], device="cpu", root=root, progress=False)
+        run_dir = root / job.store / job.run_key
+        before = set(run_dir.iterdir())
+        plan.run_job(job, device="cpu", root=root, progress=False, max_iterations=2)
+        assert not plan.job_done(job, root=root), function     # a small result is never the real one
+        assert set(run_dir.iterdir()) - before, function
 
 
 def test_python_m_rs_lib_plan_prints_the_jobs_and_what_is_done(tmp_path, capsys):
