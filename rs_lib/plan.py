@@ -508,7 +508,13 @@ def job_done(job: Job, *, root: str | Path | None = None) -> bool:
 
 def iter_plans(experiments_: tuple[str, ...], profile: str, **overrides: Any) -> Iterator[Job]:
     """The jobs of several experiments' plans, each key once (runs shared between notebooks of a
-    chapter are one job, listed under the first experiment that needs it)."""
+    chapter are one job, listed under the first experiment that needs it).  Each override goes to
+    the experiments that have that knob; one that none of them has is a ValueError naming theirs."""
+    known_any = {k for e in experiments_ for k in profiles.knobs(e)}
+    unknown = sorted(set(overrides) - known_any)
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))} is not a parameter of any of {', '.join(experiments_)} "
+                         f"(allowed: {', '.join(sorted(known_any))})")
     seen: set[tuple[str, str]] = set()
     for experiment in experiments_:
         known = profiles.knobs(experiment)
