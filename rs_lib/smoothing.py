@@ -494,6 +494,8 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
     order = _selected_indices(len(images), indices, start, stop, skip)
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"labels must have one entry per image ({len(images)}), got {len(labels)}")
+    if labels is not None:
+        check.labels("labels", torch.as_tensor(labels), smooth.num_classes)
     path = Path(out_path)
     check.directory("out_path's folder", path.parent if str(path.parent) else Path("."))
     settings = {"sigma": smooth.sigma, "num_classes": smooth.num_classes, "n0": n0, "n": n,
@@ -501,6 +503,9 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
     done = _prepare_output(path, settings, smooth.device)
     todo = [idx for idx in order if idx not in done]
     device = smooth.device
+    meta = _read_meta(path)
+    if todo and meta.pop("complete", None) is not None:
+        _write_meta(path, meta)  # appending: the file is no longer the completed one
 
     def items() -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Generator]]:
         for idx in todo:
@@ -519,6 +524,7 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
                 out.write(_tsv_row(idx, label, certificate, seconds))
                 out.flush()
                 bar.update(1)
+    _write_meta(path, {**meta, "complete": _tsv_digest(path)})
     return read_certify_tsv(path)
 
 
@@ -548,42 +554,101 @@ def _tsv_row(idx: int, label: int, certificate: Certificate, seconds: float) -> 
     return "\t".join(map(str, fields)) + "\n"
 
 
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The sidecar of certify TSV ``path``; a torn or foreign sidecar is a damaged file."""
+    from . import store
+
+    meta_path = _meta_path(path)
+    try:
+        meta = store.read_json(meta_path)
+    except store.CorruptFileError as err:
+        raise store.DamagedFileError(path, f"its settings file {meta_path.name} does not parse ({err})") from None
+    if not isinstance(meta, dict) or "n" not in meta or "sigma" not in meta:
+        raise store.DamagedFileError(path, f"its settings file {meta_path.name} holds no certify settings")
+    return meta
+
+
+def _write_meta(path: Path, meta: Mapping[str, Any]) -> None:
+    from . import store
+
+    store.atomic_write_bytes(_meta_path(path), json.dumps(dict(meta), indent=1).encode())
+
+
+def _tsv_digest(path: Path) -> dict[str, Any]:
+    from . import store
+
+    return {"size": path.stat().st_size, "sha256": store.sha256_file(path)}
+
+
+def check_certify_output(path: str | Path) -> None:
+    """A certify TSV that was completed must still be what was written (size and digest kept in
+    its sidecar's ``complete`` entry); raises :class:`rs_lib.store.DamagedFileError` if not."""
+    from . import store
+
+    path = Path(path)
+    meta = _read_meta(path)
+    complete = meta.get("complete")
+    if complete is not None and _tsv_digest(path) != complete:
+        raise store.DamagedFileError(path, f"differs from the file completed earlier ({complete['size']} "
+                                     f"bytes, now {path.stat().st_size}): truncated or edited")
+
+
 def _prepare_output(path: Path, settings: dict[str, Any], device: torch.device) -> set[int]:
-    """Create the TSV and its settings file, or check them for a resume; return the finished idx."""
-    meta_path = path.with_name(path.name + ".meta.json")
+    """Create the TSV and its settings file, or check them for a resume; return the finished idx.
+
+    A file that is not this tool's (no certify header, or no settings file beside it) is refused
+    before it is opened for writing, and left byte-identical."""
     meta = {**settings, "device_type": device.type}
-    if not path.exists() or path.stat().st_size == 0:
-        path.write_text(_HEADER + "\n", encoding="utf-8")
-        meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    if path.is_dir():
+        raise ValueError(f"out_path {str(path)!r} is a directory; give a file path for the TSV")
+    if not path.exists():
+        if _meta_path(path).exists():  # only ever overwrite our own (orphaned) sidecar
+            try:
+                _read_meta(path)
+            except ValueError:
+                raise ValueError(f"{_meta_path(path)} exists and is not a certify settings file; it was left "
+                                 "untouched: choose another out_path") from None
+        _write_meta(path, meta)
+        from . import store
+        store.atomic_write_bytes(path, (_HEADER + "\n").encode())
         return set()
-    text = _drop_torn_line(path)
-    lines = text.splitlines()
-    if not lines or lines[0] != _HEADER:
-        raise ValueError(f"out_path {str(path)!r} exists but is not a certify TSV with columns "
-                         f"{_HEADER!r}; choose another out_path")
-    if not meta_path.exists():
-        raise ValueError(f"out_path {str(path)!r} has no settings file {meta_path.name!r}, so a "
-                         "resume cannot be checked; move the TSV away or choose another out_path")
-    previous = json.loads(meta_path.read_text(encoding="utf-8"))
+    with path.open("rb") as handle:
+        head = handle.read(len(_HEADER) + 1)
+    if head != (_HEADER + "\n").encode():
+        raise ValueError(f"out_path {str(path)!r} exists but is not a certify TSV (its first line is not "
+                         f"{_HEADER!r}); it was left untouched: choose another out_path")
+    if not _meta_path(path).exists():
+        raise ValueError(f"out_path {str(path)!r} has no settings file {_meta_path(path).name!r}, so a "
+                         "resume cannot be checked; it was left untouched: move the TSV away or choose "
+                         "another out_path")
+    previous = _read_meta(path)
     changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
     if changed:
         raise ValueError(f"out_path {str(path)!r} was written with other settings "
                          f"(previous, now): {changed}; choose another out_path")
+    check_certify_output(path)
     if previous.get("device_type") != device.type:
         warnings.warn(f"resuming {path.name} on {device.type} (started on "
                       f"{previous.get('device_type')}): rows stay valid but differ from an "
                       "uninterrupted run", stacklevel=3)
+    lines = _drop_torn_line(path).splitlines()
     done = set()
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         if len(fields) != len(TSV_COLUMNS) + len(EXTRA_COLUMNS):
-            raise ValueError(f"{str(path)!r} line {number} is malformed: {line!r}")
+            raise ValueError(f"{str(path)!r} line {number} is malformed: {line!r}; it was left as is: "
+                             f"move it away (python -m rs_lib discard {path}) and certify again")
         done.add(int(fields[0]))
     return done
 
 
 def _drop_torn_line(path: Path) -> str:
-    """Cut a last line left without its newline by a kill mid-write; return the remaining text."""
+    """Cut a last line left without its newline by a kill mid-write (of our own, checked TSV);
+    return the remaining text."""
     text = path.read_text(encoding="utf-8")
     if text and not text.endswith("\n"):
         keep = text.rfind("\n") + 1
@@ -639,14 +704,29 @@ def merge_certify_tsv(paths: Iterable[str | Path], out_path: str | Path) -> pd.D
     """Merge shard TSVs into one file at ``out_path`` (sorted by idx, full precision); return it.
 
     The merged file is for reading; it has no settings file, so resumes go to the shard files.
+    An existing ``out_path`` is replaced only if it is an earlier merge (a certify TSV without a
+    settings file); anything else is refused and left untouched.  The write is atomic.
     """
+    from . import store
+
+    target = Path(out_path)
+    if target.is_dir():
+        raise ValueError(f"out_path {str(target)!r} is a directory; give a file path for the merged TSV")
+    if target.exists():
+        with target.open("rb") as handle:
+            ours = handle.read(len(_HEADER) + 1) == (_HEADER + "\n").encode()
+        if not ours or _meta_path(target).exists():
+            what = "a certify shard with its settings file" if ours else "not a certify TSV"
+            raise ValueError(f"out_path {str(target)!r} exists and is {what}; it was left untouched: "
+                             "choose another out_path")
     frame = read_certify_tsv(list(paths))
     times = frame["time"].map(lambda s: str(datetime.timedelta(seconds=float(s)))) \
         if "time" in frame.columns else None
     out = frame.copy()
     if times is not None:
         out["time"] = times
-    out.to_csv(out_path, sep="\t", index=False, float_format=lambda v: repr(float(v)))
+    text = out.to_csv(sep="\t", index=False, float_format=lambda v: repr(float(v)))
+    store.atomic_write_bytes(target, text.encode("utf-8"))
     return frame
 
 
@@ -819,6 +899,7 @@ def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int
     if shard is None:
         _record.lookup(run.dir.path.parent.name, f"{run.dir.path.name}/{whole.name}")
     if whole.exists():
+        check_certify_output(whole)
         finished = read_certify_tsv(whole)
         if len(finished) == n_points:
             if shard is None:
