@@ -14,12 +14,21 @@ import matplotlib
 import nbformat
 import pytest
 
-from rs_lib import book, plan, profiles, smoothing, train
+from rs_lib import book, data, plan, profiles, smoothing, store, train
 from rs_lib.presets import smoothing as sp
 
 matplotlib.use("Agg")
 
 TERMINAL_KINDS = ("train", "evaluate", "certify_merge")
+
+
+def _store_key(cfg, store_name):
+    """The run's folder name, as train.run_training finds it; where the training data are missing
+    (the paper's datasets on this machine) the plan's placeholder, since no key exists."""
+    try:
+        return train.run_dir_for(cfg, experiment=store_name).path.name
+    except data.DatasetNotFoundError:
+        return plan.NO_DATA + store.config_hash(cfg.to_dict())
 
 
 # ---------------------------------------------------------------------------- the jobs themselves
@@ -37,7 +46,7 @@ def test_every_plan_is_keyed_by_the_store_ordered_by_needs_and_serialisable(expe
         seen.add(job.key)
         if job.kind == "train":
             cfg = train.TrainConfig(**job.spec["config"])
-            assert job.key == train.run_dir_for(cfg, experiment=job.store).path.name
+            assert job.key == _store_key(cfg, job.store)
             assert job.cost["iterations"] > 0 and job.cost["model"] == cfg.model
         else:
             assert job.needs and job.key.startswith(job.run_key + "/") and job.run_key in seen
@@ -111,6 +120,22 @@ def test_run_job_fills_the_store_that_the_notebook_functions_read(tmp_path):
     frame = smoothing.certify_run(run, **sp.cert_kwargs(s), sigma=0.5, device="cpu", progress=False)
     assert len(frame) == s.cert_points
     assert {p: p.stat().st_mtime_ns for p in run.dir.path.iterdir()} == mtime   # read back, nothing redone
+
+
+def test_a_run_whose_data_are_missing_is_planned_under_a_placeholder_key_that_never_runs(monkeypatch):
+    def missing(name, **kwargs):
+        raise data.DatasetNotFoundError(f"{name} not found")
+
+    monkeypatch.setattr(data, "fingerprint", missing)
+    jobs = plan.plan("rs_certified_curves", "smoke")
+    assert all(j.key.startswith(plan.NO_DATA) for j in jobs) and len({j.key for j in jobs}) == len(jobs)
+    assert sum(j.cost["iterations"] for j in jobs) > 0
+    assert not any(plan.job_done(j) for j in jobs)
+    with pytest.raises(data.DatasetNotFoundError, match="not found"):
+        plan.run_job(jobs[0], device="cpu")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="plan again"):
+        plan.run_job(jobs[0], device="cpu")
 
 
 def test_a_job_of_a_changed_config_is_refused():
@@ -231,7 +256,7 @@ class _Recorder:
         self.keys: set[tuple[str, str]] = set()
 
     def run_training(self, cfg, *, experiment="adhoc", **kwargs):
-        key = train.run_dir_for(cfg, experiment=experiment).path.name
+        key = _store_key(cfg, experiment)
         self.keys.add((experiment, key))
         return _FakeRun(self, experiment, key, cfg)
 
