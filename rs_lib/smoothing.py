@@ -925,6 +925,8 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
     """Write a run's certification file (the one :func:`certify_run` reads) from its ``shards``
     shard files, each complete, atomically; return it.  A missing or unfinished shard is a
     ValueError naming it, before anything is written."""
+    from . import store
+
     params = certify_params(split=split, n_points=n_points, n0=n0, n=n, alpha=alpha, sigma=sigma,
                             seed=seed, which=which)
     check.positive_int("shards", shards)
@@ -935,19 +937,19 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
         if done != rows:
             raise ValueError(f"certify shard {str(path)!r} has {done} of its {rows} rows; run its "
                              "certify_shard job first")
-    metas = []
-    for path in paths:
-        check_certify_output(path)
-        metas.append({k: v for k, v in _read_meta(path).items() if k not in ("complete", "device_type")})
-    if any(meta != metas[0] for meta in metas):
-        raise ValueError(f"the shards of {certify_file_name(params)} were certified with different settings: "
-                         f"{metas}; certify them again")
+    settings = [{k: v for k, v in _read_meta(path).items() if k != "complete"} for path in paths]
+    if any(other != settings[0] for other in settings[1:]):
+        raise ValueError(f"the shards of {certify_file_name(params)} were certified with different settings; "
+                         "discard them (python -m rs_lib discard FILE) and re-run their certify_shard jobs")
     whole = run.dir.file(certify_file_name(params))
-    if certify_complete(whole, n_points):
-        return read_certify_tsv(whole)            # merged before
-    merge_certify_tsv(paths, whole)
-    # The merged file gets the shards' settings and its digest, as a single-process file has.
-    _write_meta(whole, {**_read_meta(paths[0]), "shards": shards, "complete": _tsv_digest(whole)})
+    tmp = whole.with_name(f".{whole.name}.merge.tmp")
+    try:
+        merge_certify_tsv(paths, tmp)
+        store.atomic_write_bytes(whole, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
+    # the merged file is verified like one certified in one process: the shards' settings, its digest
+    _write_meta(whole, {**settings[0], "merged_from": [p.name for p in paths], "complete": _tsv_digest(whole)})
     return read_certify_tsv(whole)
 
 

@@ -527,7 +527,7 @@ def test_two_data_folders_give_two_runs_each_read_back_as_its_own(tmp_path, monk
 def test_fingerprint_follows_the_bytes_and_is_cached_per_file(tmp_path):
     folder = _fake_fmnist(tmp_path / "fm", 0)
     first = data.fingerprint("fashion-mnist", root=folder)
-    cache = json.loads((tmp_path / "cache" / "data_fingerprints.json").read_text())
+    cache = json.loads((tmp_path / "cache" / "data_md5.json").read_text())
     mine = sorted(Path(k.rsplit("|", 2)[0]).name for k in cache if k.startswith(str(folder.resolve())))
     assert mine == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]  # what training reads
     assert data.fingerprint("fashion-mnist", root=folder) == first
@@ -542,3 +542,23 @@ def test_env_records_code_version_and_data_fingerprint(run_copy):
     env = json.loads(run_copy.dir.file("env.json").read_text())
     assert env["data_fingerprint"] == data.fingerprint("synthetic")
     assert env["code"]["rs_lib"] and len(env["code"].get("git_commit", "x" * 40)) == 40
+
+
+def test_fingerprint_without_the_files_is_that_of_the_published_release(tmp_path, monkeypatch):
+    """A machine without the data (a planner, a laptop rendering a copied store) computes the key
+    of runs trained on files whose MD5s are the published ones; an explicit root never falls back."""
+    import hashlib
+
+    folder = _fake_fmnist(tmp_path / "fm", 0)
+    published = [(name, hashlib.md5((folder / name).read_bytes()).hexdigest())
+                 for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")]
+    monkeypatch.setattr(data, "official_train_md5", lambda name: published)
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+    monkeypatch.setenv("RS_DATA", str(tmp_path / "nowhere"))
+    assert data.fingerprint("fashion-mnist") == data.fingerprint("fashion-mnist", root=folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.DatasetNotFoundError):
+        data.fingerprint("fashion-mnist", root=tmp_path / "empty")
+    monkeypatch.setattr(data, "official_train_md5", lambda name: None)
+    with pytest.raises(data.DatasetNotFoundError):
+        data.fingerprint("fashion-mnist")
