@@ -151,7 +151,7 @@ class _Plan:
 
     def train(self, cfg: TrainConfig, label: str) -> str:
         """Add the training run of ``cfg``; return its key."""
-        key = train.run_dir_for(cfg, experiment=self.store).path.name
+        key = train.planned_key(cfg, experiment=self.store)
         batches = math.ceil(_train_images(cfg) / cfg.batch_size)
         self._add(Job("train", self.experiment, self.store, key, (), f"train {self.store} {label}",
                       {"config": cfg.to_dict()},
@@ -414,7 +414,7 @@ def plan(experiment: str, profile: str, **overrides: Any) -> list[Job]:
 def _config(job: Job) -> TrainConfig:
     cfg = TrainConfig(**job.spec["config"])
     key = train.run_dir_for(cfg, experiment=job.store).path.name
-    if key != job.run_key:
+    if key != job.run_key and not job.run_key.endswith(train.NO_DATA):  # planned without the data
         raise ValueError(f"job {job.label!r}: its config hashes to {key}, not to its key {job.run_key}; "
                          "the plan was made by another version of rs_lib, make it again")
     return cfg

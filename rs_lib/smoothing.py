@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import io
 import json
 import math
@@ -563,6 +564,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
     from . import store
 
     meta_path = _meta_path(path)
+    if not meta_path.is_file():
+        raise store.DamagedFileError(path, f"its settings file {meta_path.name} is missing")
     try:
         meta = store.read_json(meta_path)
     except store.CorruptFileError as err:
@@ -941,7 +944,12 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
     tmp = whole.with_name(f".{whole.name}.merge.tmp")
     try:
         merge_certify_tsv(paths, tmp)
-        store.atomic_write_bytes(whole, tmp.read_bytes())
+        merged = tmp.read_bytes()
+        # the sidecar first: a kill before the TSV is replaced leaves a sidecar that is ours
+        meta = {k: v for k, v in _read_meta(paths[0]).items() if k != "complete"}
+        _write_meta(whole, {**meta, "merged_from": [p.name for p in paths],
+                            "complete": {"size": len(merged), "sha256": hashlib.sha256(merged).hexdigest()}})
+        store.atomic_write_bytes(whole, merged)
     finally:
         tmp.unlink(missing_ok=True)
     return read_certify_tsv(whole)

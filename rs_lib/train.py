@@ -256,6 +256,19 @@ def run_dir_for(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path
     return store.run_dir(experiment, {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint}, root=root)
 
 
+NO_DATA = "-nodata"
+
+
+def planned_key(cfg: TrainConfig, *, experiment: str = "adhoc", data_root: str | Path | None = None) -> str:
+    """The run key of ``cfg`` (``run_dir_for(...).path.name``) for a plan; where the data are
+    missing (planning on a machine without them) a placeholder ``<hash of the config alone>-nodata``
+    that no stored run has: the job's real key is known once the data are there."""
+    try:
+        return run_dir_for(cfg, experiment=experiment, data_root=data_root).path.name
+    except data_mod.DatasetNotFoundError:
+        return store.config_hash(cfg.to_dict()) + NO_DATA
+
+
 def config_from_json(config: Mapping[str, Any]) -> TrainConfig:
     """The TrainConfig of a stored ``config.json`` (its data fingerprint set aside)."""
     return TrainConfig(**{k: v for k, v in config.items() if k != DATA_FINGERPRINT})

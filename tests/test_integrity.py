@@ -542,3 +542,12 @@ def test_env_records_code_version_and_data_fingerprint(run_copy):
     env = json.loads(run_copy.dir.file("env.json").read_text())
     assert env["data_fingerprint"] == data.fingerprint("synthetic")
     assert env["code"]["rs_lib"] and len(env["code"].get("git_commit", "x" * 40)) == 40
+
+
+def test_planned_key_is_the_run_key_or_without_the_data_a_placeholder_no_run_has(tmp_path):
+    (tmp_path / "empty").mkdir()
+    folder = _fake_fmnist(tmp_path / "fm", 0)
+    cfg = TrainConfig(**FM)
+    assert train.planned_key(cfg, data_root=folder) == train.run_dir_for(cfg, data_root=folder).path.name
+    placeholder = train.planned_key(cfg, data_root=tmp_path / "empty")
+    assert placeholder.endswith(train.NO_DATA) and placeholder != train.planned_key(cfg, data_root=folder)

@@ -37,7 +37,7 @@ def test_every_plan_is_keyed_by_the_store_ordered_by_needs_and_serialisable(expe
         seen.add(job.key)
         if job.kind == "train":
             cfg = train.TrainConfig(**job.spec["config"])
-            assert job.key == train.run_dir_for(cfg, experiment=job.store).path.name
+            assert job.key == train.planned_key(cfg, experiment=job.store)
             assert job.cost["iterations"] > 0 and job.cost["model"] == cfg.model
         else:
             assert job.needs and job.key.startswith(job.run_key + "/") and job.run_key in seen
