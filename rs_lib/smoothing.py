@@ -940,14 +940,18 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
         if done != rows:
             raise ValueError(f"certify shard {str(path)!r} has {done} of its {rows} rows; run its "
                              "certify_shard job first")
+    settings = [{k: v for k, v in _read_meta(path).items() if k != "complete"} for path in paths]
+    if any(other != settings[0] for other in settings[1:]):
+        raise ValueError(f"the shards of {certify_file_name(params)} were certified with different settings; "
+                         "discard them (python -m rs_lib discard FILE) and re-run their certify_shard jobs")
     whole = run.dir.file(certify_file_name(params))
     tmp = whole.with_name(f".{whole.name}.merge.tmp")
     try:
         merge_certify_tsv(paths, tmp)
         merged = tmp.read_bytes()
-        # the sidecar first: a kill before the TSV is replaced leaves a sidecar that is ours
-        meta = {k: v for k, v in _read_meta(paths[0]).items() if k != "complete"}
-        _write_meta(whole, {**meta, "merged_from": [p.name for p in paths],
+        # verified like a file certified in one process: the shards' settings and its digest; the
+        # sidecar first, so that a kill before the TSV is replaced leaves a sidecar that is ours
+        _write_meta(whole, {**settings[0], "merged_from": [p.name for p in paths],
                             "complete": {"size": len(merged), "sha256": hashlib.sha256(merged).hexdigest()}})
         store.atomic_write_bytes(whole, merged)
     finally:
