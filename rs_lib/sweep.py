@@ -264,6 +264,10 @@ class JobRunner(submitit.helpers.Checkpointable):
             if max_iterations is not None:
                 kwargs["max_iterations"] = max_iterations
             run_job(job, **kwargs)
+        except SystemExit:
+            # submitit's handler of the preemption / timeout signal exits after requeueing this job
+            marker.update(state="submitted", requeued=time.time(), error=None)
+            raise
         except BaseException as err:
             marker.update(state="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
             raise

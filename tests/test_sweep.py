@@ -394,3 +394,19 @@ def test_read_only_notebook_without_a_sweep_names_the_sweep_command(root, tmp_pa
         book.execute_notebook("noise_training", profile="smoke", output_dir=tmp_path, progress=False,
                               threads=1, read_only=True)
     assert not (root / "noise_training").exists() or not any((root / "noise_training").rglob("summary.json"))
+
+
+def exit_like_submitit_after_requeue(job, **kwargs):
+    raise SystemExit(-1)       # what submitit's USR2 handler does once it has requeued the job
+
+
+def test_a_job_exiting_for_its_requeue_is_recorded_as_submitted_not_failed(root):
+    job = train_job(0)
+    runner = sweep.JobRunner(exit_like_submitit_after_requeue, fake_job_done)
+    with pytest.raises(SystemExit):
+        runner(job, [], record=str(record_of(root)), root=str(root), device="cpu")
+    assert sweep.JobRecord(record_of(root), job).read()["state"] == "submitted"
+    broken = sweep.JobRunner(lambda job, **kwargs: 1 / 0, fake_job_done)
+    with pytest.raises(ZeroDivisionError):
+        broken(job, [], record=str(record_of(root)), root=str(root), device="cpu")
+    assert sweep.JobRecord(record_of(root), job).read()["error"] == "ZeroDivisionError: division by zero"
