@@ -1,8 +1,8 @@
 """The sweep: a plan dispatched through submitit's local executor (real processes) and, without a
 cluster, its SLURM path (the sbatch scripts submitit writes, requeue through ``checkpoint()``).
 
-The jobs here are a small plan built in the test (real TrainConfigs on synthetic data, real
-``run_training`` and a cached evaluation), shaped as ``rs_lib.plan.Job``; the tests at the end run
+The jobs here are a small plan built in the test (``rs_lib.plan.Job``s of real TrainConfigs on
+synthetic data, run by real ``run_training`` and a cached evaluation); the tests at the end run
 the real plan of two smoke experiments and render their notebooks read-only.
 """
 
@@ -14,8 +14,6 @@ import stat
 import sys
 import threading
 import time
-import textwrap
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import torch
 
 from rs_lib import costs, lock, store, sweep, train
 from rs_lib.__main__ import main
+from rs_lib.plan import Job
 from rs_lib.train import TrainConfig, run_training
 
 # submitit pickles the runner with cloudpickle: ship this module's plan by value (the job
@@ -37,22 +36,15 @@ TINY = dict(dataset="synthetic", model="small_cnn", epochs=2, batch_size=64, n_t
 STORE = "sweep_test"
 
 
-@dataclass(frozen=True)
-class Job:
-    kind: str
-    experiment: str
-    store: str
-    key: str
-    needs: tuple[str, ...]
-    label: str
-    spec: dict[str, Any]
-    cost: dict[str, Any] = field(default_factory=dict)
+def make_job(kind: str, experiment: str, store_: str, key: str, needs: tuple[str, ...], label: str,
+             spec: dict[str, Any], cost: dict[str, Any] | None = None) -> Job:
+    return Job(kind, experiment, store_, key, tuple(needs), label, spec, cost or {})
 
 
 def train_job(seed: int, experiment: str = "exp_a", **changes: Any) -> Job:
     cfg = TrainConfig(**{**TINY, "seed": seed, **changes})
     key = train.run_dir_for(cfg, experiment=STORE).path.name
-    return Job("train", experiment, STORE, key, (), f"train seed {seed}", {"config": cfg.to_dict()},
+    return make_job("train", experiment, STORE, key, (), f"train seed {seed}", {"config": cfg.to_dict()},
                {"model": cfg.model, "method": cfg.method, "dataset": cfg.dataset, "iterations": 2 * 2,
                 "batch_size": cfg.batch_size})
 
@@ -60,7 +52,7 @@ def train_job(seed: int, experiment: str = "exp_a", **changes: Any) -> Job:
 def eval_job(trained: Job, *, fail: bool = False) -> Job:
     params = {"n": 32, "fail": fail}
     key = f"{trained.key}/mean_weight-{store.config_hash(params)}.json"
-    return Job("evaluate", trained.experiment, STORE, key, (trained.key,), f"evaluate {trained.label}",
+    return make_job("evaluate", trained.experiment, STORE, key, (trained.key,), f"evaluate {trained.label}",
                {"config": trained.spec["config"], "params": params})
 
 
@@ -135,9 +127,9 @@ def test_local_sweep_computes_every_job_after_its_needs_and_a_repeat_submits_not
 
 def test_a_failed_job_blocks_its_dependents_and_status_shows_its_log(root):
     a0 = train_job(0)
-    broken = Job("evaluate", "exp_a", STORE, f"{a0.key}/broken.json", (a0.key,), "broken evaluation",
+    broken = make_job("evaluate", "exp_a", STORE, f"{a0.key}/broken.json", (a0.key,), "broken evaluation",
                  {"config": a0.spec["config"], "params": {"fail": True}})
-    after = Job("evaluate", "exp_a", STORE, f"{a0.key}/after.json", (broken.key,), "after the broken one",
+    after = make_job("evaluate", "exp_a", STORE, f"{a0.key}/after.json", (broken.key,), "after the broken one",
                 {"config": a0.spec["config"], "params": {"n": 1}})
     jobs = [a0, broken, after]
     _run(a0, str(root))            # trained already: only the broken evaluation runs as a job
@@ -307,13 +299,13 @@ def test_requeue_through_checkpoint_resumes_the_same_job_from_the_store(root, fa
 # -- dry run and cost table ------------------------------------------------------------------------
 
 def cost_job(key: str, experiment: str, **cost: Any) -> Job:
-    return Job("train", experiment, STORE, key, (), key, {}, cost)
+    return make_job("train", experiment, STORE, key, (), key, {}, cost)
 
 
 def test_dry_run_estimates_gpu_hours_from_the_papers_and_the_gpu_check(root, tmp_path):
     table2 = cost_job("fast_at", "bs_comparison", model="resnet18", method="fast_at", dataset="cifar10",
                       iterations=100 * 391, batch_size=128)
-    certify = Job("certify_shard", "rs_certified_curves", STORE, "cert", ("x",), "cert", {},
+    certify = make_job("certify_shard", "rs_certified_curves", STORE, "cert", ("x",), "cert", {},
                   {"model": "resnet110", "dataset": "cifar10", "images": 500, "samples": 500 * 100_100})
     unknown = cost_job("odd", "bs_comparison", model="resnet18")
     rows = sweep.estimate([table2, certify, unknown], root=root, job_done=fake_job_done, table=costs.CostTable())
@@ -357,12 +349,12 @@ def test_estimates_of_other_models_scale_the_fitted_pass_cost_by_flops():
 def test_waves_follow_the_longest_chain_of_unfinished_needs():
     a, b = train_job(0), train_job(1)
     ea, eb = eval_job(a), eval_job(b)
-    merge = Job("certify_merge", "exp_a", STORE, "merge", (ea.key, eb.key), "merge", {})
+    merge = make_job("certify_merge", "exp_a", STORE, "merge", (ea.key, eb.key), "merge", {})
     assert [[j.key for j in w] for w in sweep.waves([merge, ea, eb, a, b], finished=())] == \
         [[a.key, b.key], [ea.key, eb.key], ["merge"]]
     assert [[j.key for j in w] for w in sweep.waves([merge, ea, eb, a, b], finished={a.key, ea.key})] == \
         [[b.key], [eb.key], ["merge"]]
-    cycle = [Job("train", "e", STORE, "x", ("y",), "x", {}), Job("train", "e", STORE, "y", ("x",), "y", {})]
+    cycle = [make_job("train", "e", STORE, "x", ("y",), "x", {}), make_job("train", "e", STORE, "y", ("x",), "y", {})]
     with pytest.raises(ValueError, match="dependency cycle"):
         sweep.ordered(cycle)
 
@@ -373,7 +365,6 @@ SMOKE_EXPERIMENTS = ["noise_training", "bs_hessian"]
 
 
 def test_real_plan_smoke_sweep_then_read_only_notebooks(root, tmp_path, capsys):
-    pytest.importorskip("rs_lib.plan")
     from rs_lib import book
 
     argv = ["sweep", *SMOKE_EXPERIMENTS, "--profile", "smoke", "--cpu-workers", "2", "--threads", "1"]
