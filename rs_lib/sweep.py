@@ -108,6 +108,14 @@ class Resources:
             check.positive_int("threads", self.threads)
 
     @property
+    def job_threads(self) -> int | None:
+        """torch threads per job: ``threads``, else the cores shared out among local CPU workers
+        (N multi-threaded torch processes on the same cores thrash each other)."""
+        if self.threads is not None or not self.cpu_workers:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // self.cpu_workers)
+
+    @property
     def device(self) -> str:
         """The device a job sees: its own GPU as ``cuda`` (CUDA_VISIBLE_DEVICES), else the CPU."""
         if self.executor == "local":
@@ -449,7 +457,7 @@ def run_sweep(jobs: Sequence[Any], resources: Resources, *, record: Path, root: 
     (record / "logs").mkdir(parents=True, exist_ok=True)
     by_key = {j.key: j for j in jobs}
     common = {"record": str(record), "root": root_path, "device": resources.device,
-              "threads": resources.threads, "max_iterations": max_iterations}
+              "threads": resources.job_threads, "max_iterations": max_iterations}
     if resources.executor == "slurm":
         _submit_slurm(todo, by_key, finished, busy, resources, record, runner, common, result, out)
     else:

@@ -184,6 +184,8 @@ def test_local_executor_resources_are_checked_before_anything_is_submitted():
             sweep.Resources(executor="slurm")
     with pytest.raises(ValueError, match="comma-separated GPU indices"):
         sweep.parse_gpus("0,one")
+    assert sweep.Resources(cpu_workers=os.cpu_count() or 1).job_threads == 1    # cores shared out
+    assert sweep.Resources(cpu_workers=1, threads=3).job_threads == 3
 
 
 @pytest.mark.parametrize("argv, message", [
