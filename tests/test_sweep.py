@@ -22,7 +22,7 @@ import pytest
 import submitit
 import torch
 
-from rs_lib import costs, lock, store, sweep, train
+from rs_lib import costs, lock, plan, store, sweep, train
 from rs_lib.__main__ import main
 from rs_lib.plan import Job
 from rs_lib.train import TrainConfig, run_training
@@ -80,9 +80,9 @@ def fake_job_done(job: Job, *, root: str | None = None) -> bool:
 RUNNER = sweep.JobRunner(fake_run_job, fake_job_done)
 
 
-def plan(experiment_b_fails: bool = False) -> list[Job]:
+def small_plan() -> list[Job]:
     a0, a1, b0 = train_job(0), train_job(1), train_job(2, experiment="exp_b")
-    return sweep.ordered([a0, a1, eval_job(a0), b0, eval_job(b0, fail=experiment_b_fails)])
+    return sweep.ordered([a0, a1, eval_job(a0), b0, eval_job(b0)])
 
 
 @pytest.fixture
@@ -97,33 +97,6 @@ def record_of(root: Path) -> Path:
 
 
 # -- local executor --------------------------------------------------------------------------------
-
-def test_local_sweep_computes_every_job_after_its_needs_and_a_repeat_submits_nothing(root):
-    a0, b0 = train_job(0), train_job(2, experiment="exp_b")
-    evaluation = eval_job(a0)
-    jobs = sweep.ordered([evaluation, a0, b0])
-    resources = sweep.Resources(cpu_workers=2, threads=1)
-    first = sweep.run_sweep(jobs, resources, record=record_of(root), root=root, runner=RUNNER, poll_s=0.2)
-    assert sorted(first.submitted) == sorted(j.key for j in jobs) and first.failed == []
-    assert all(fake_job_done(j, root=root) for j in jobs)
-    # the evaluation started after its training ended, each job in a process of its own
-    spans = {j.key: sweep.JobRecord(record_of(root), j).read() for j in jobs}
-    assert spans[evaluation.key]["started"] >= spans[a0.key]["ended"]
-    assert len({spans[j.key]["pid"] for j in jobs} | {os.getpid()}) == 4
-    # each evaluation checked that its training was finished before it started (else it fails)
-    states = sweep.job_states(jobs, record_of(root), root=root, job_done=fake_job_done)
-    assert [s["state"] for s in states] == ["done"] * len(jobs)
-    # the runs are the ones a notebook finds, and read-only mode reads them without training
-    os.environ[lock.READ_ONLY_ENV] = "1"
-    try:
-        for job in jobs:
-            if job.kind == "train":
-                assert _run(job, str(root)).summary["epochs"] == 2
-    finally:
-        del os.environ[lock.READ_ONLY_ENV]
-    again = sweep.run_sweep(jobs, resources, record=record_of(root), root=root, runner=RUNNER, poll_s=0.2)
-    assert again.submitted == [] and sorted(again.skipped) == sorted(j.key for j in jobs)
-
 
 def test_a_failed_job_blocks_its_dependents_and_status_shows_its_log(root):
     a0 = train_job(0)
@@ -240,7 +213,7 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 def test_slurm_sweep_submits_one_array_per_wave_with_its_parameters(root, fake_slurm, monkeypatch):
-    jobs = plan()
+    jobs = small_plan()
     resources = sweep.Resources(executor="slurm", partition="gpu", gpus_per_job=1, cpus_per_job=4,
                                 timeout_min=90, array_parallelism=2)
     result = sweep.run_sweep(jobs, resources, record=record_of(root), root=root, runner=RUNNER)
@@ -371,6 +344,13 @@ def test_real_plan_smoke_sweep_then_read_only_notebooks(root, tmp_path, capsys):
 
     argv = ["sweep", *SMOKE_EXPERIMENTS, "--profile", "smoke", "--cpu-workers", "2", "--threads", "1"]
     assert main(argv) == 0
+    jobs = sweep.collect(SMOKE_EXPERIMENTS, "smoke")
+    assert {j.kind for j in jobs} == {"train", "evaluate"} and all(plan.job_done(j) for j in jobs)
+    # every job ran in a process of its own, and after the jobs it needs had ended
+    spans = {j.key: sweep.JobRecord(sweep.record_dir(root, SMOKE_EXPERIMENTS, "smoke", {}), j).read() for j in jobs}
+    assert len({s["pid"] for s in spans.values()} | {os.getpid()}) == len(jobs) + 1
+    assert all(spans[j.key]["started"] >= spans[n]["ended"] for j in jobs for n in j.needs)
+    capsys.readouterr()
     assert main(argv) == 0
     assert "submitted 0 jobs" in capsys.readouterr().out
     assert main(["sweep", *SMOKE_EXPERIMENTS, "--profile", "smoke", "--status"]) == 0
