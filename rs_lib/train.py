@@ -30,6 +30,7 @@ from . import _record
 from . import _validate as check
 from . import data as data_mod
 from . import evaluate as evaluate_mod
+from . import lock
 from . import methods as methods_mod
 from . import models as models_mod
 from . import store
@@ -209,14 +210,17 @@ class Run:
         and parameters, so that re-rendering a notebook reads it back."""
         path = self.dir.file(cached_name(name, params))
         _record.lookup(self.dir.path.parent.name, f"{self.dir.path.name}/{path.name}")
-        if path.exists():
-            try:
-                return self.dir.read_json(path.name)["result"]
-            except (store.CorruptFileError, KeyError, TypeError) as err:
-                raise store.DamagedRunError(self.dir.path, path.name, f"is not a cached result ({err})") from None
-        result = compute()
-        store.atomic_write_json(path, {"params": dict(params), "result": result})
-        return result
+        if not path.exists():
+            lock.check_writable(f"evaluation {path.name!r} of run {self.dir.path}")
+            with lock.hold(path.with_name(path.name + ".lock"), what=f"evaluation {path}"):
+                if not path.exists():   # else another process computed it while we waited
+                    result = compute()
+                    store.atomic_write_json(path, {"params": dict(params), "result": result})
+                    return result
+        try:
+            return self.dir.read_json(path.name)["result"]
+        except (store.CorruptFileError, KeyError, TypeError) as err:
+            raise store.DamagedRunError(self.dir.path, path.name, f"is not a cached result ({err})") from None
 
     def iterations(self):
         """Per-iteration metrics as a DataFrame."""
@@ -269,6 +273,8 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
 
     Every argument is validated and the data are loaded before anything is written, so bad input
     leaves the store untouched.  An unfinished run directory is resumed from its last checkpoint.
+    Training holds the run's lock (:mod:`rs_lib.lock`): a second process on the same run waits and
+    then returns the finished run; in read-only mode a missing run raises ``MissingResultError``.
     """
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -284,15 +290,20 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
     if run_dir.finished:
         run_dir.verify()
         return run
+    lock.check_writable(f"training run {run_dir.path} ({cfg.method} {cfg.model} on {cfg.dataset}, seed {cfg.seed})")
     store.ensure_writable(run_dir.path)
     if threads is not None:
         torch.set_num_threads(threads)
     train_data = data_mod.load(cfg.dataset, "train", root=data_root, n=cfg.n_train, val_size=cfg.val_size)
     val_data = data_mod.load(cfg.dataset, "val", root=data_root, n=cfg.n_val, val_size=cfg.val_size)
-    run_dir.create()
-    run_dir.write_json("env.json", store.environment(device, torch.get_num_threads(),
-                                                     data_fingerprint=run_dir.config[DATA_FINGERPRINT]))
-    _Trainer(cfg, run_dir, train_data, val_data, device, progress, on_epoch_end).fit()
+    with lock.hold(run_dir.path / lock.RUN_LOCK, what=f"run {run_dir.path}"):
+        if run_dir.finished:    # another process trained it while we waited
+            run_dir.verify()
+            return run
+        run_dir.create()
+        run_dir.write_json("env.json", store.environment(device, torch.get_num_threads(),
+                                                         data_fingerprint=run_dir.config[DATA_FINGERPRINT]))
+        _Trainer(cfg, run_dir, train_data, val_data, device, progress, on_epoch_end).fit()
     return run
 
 
