@@ -626,3 +626,25 @@ def write_cifar_files(directory: str | Path, images: np.ndarray | torch.Tensor,
         with open(directory / fname, "wb") as f:
             pickle.dump(batch, f)
     return directory
+
+
+def write_stand_in(name: str, directory: str | Path, *, n_train: int = 40, n_test: int = 10,
+                   seed: int = 0) -> Path:
+    """Generated images of dataset ``name``'s shape and classes (``make_synthetic``), written in
+    its real on-disk format into ``directory`` (pass it as ``root=`` or ``$RS_DATA``): a stand-in
+    that runs every paper-scale code path (CIFAR-10/100, (Fashion-)MNIST, Tiny ImageNet) without
+    the real files. Returns ``directory``."""
+    writers = {"cifar10": lambda d, x, y, part: write_cifar_files(d / "cifar-10-batches-py", x, y, part=part),
+               "cifar100": lambda d, x, y, part: write_cifar_files(d / "cifar-100-python", x, y, part=part,
+                                                                   num_classes=100),
+               "mnist": lambda d, x, y, part: write_mnist_files(d / "mnist", x, y, part=part),
+               "fashion-mnist": lambda d, x, y, part: write_mnist_files(d / "fashion-mnist", x, y, part=part),
+               "tiny-imagenet": lambda d, x, y, part: write_tiny_imagenet(d, x, y, part=part)}
+    check.choice("name", name, sorted(writers))
+    check.positive_int("n_train", n_train)
+    check.positive_int("n_test", n_test)
+    info, directory = dataset_info(name), Path(directory)
+    for part, size in (("train", n_train), ("test", n_test)):
+        images = make_synthetic(size=size, shape=info.shape, num_classes=info.num_classes, seed=seed, part=part)
+        writers[name](directory, images.images.numpy(), images.labels.numpy(), part)
+    return directory

@@ -183,3 +183,18 @@ def test_kept_epoch_checkpoints_hold_that_epochs_weights(tmp_path):
         run.load_model(1)
     with pytest.raises(ValueError, match="keep_epochs"):
         TrainConfig(**{**TINY, "keep_epochs": (3,)})
+
+
+def test_max_iterations_stops_early_under_its_own_key(tmp_path):
+    cfg = TrainConfig(**TINY)                      # 4 batches per epoch, 3 epochs
+    short = run_training(cfg, root=tmp_path, device="cpu", progress=False, max_iterations=6)
+    rows = short.dir.read_jsonl("metrics.jsonl")
+    assert [r["iter"] for r in rows if r["kind"] == "iter"] == list(range(6))
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0, 1]
+    assert short.summary["max_iterations"] == 6 and short.dir.read_json("config.json")["max_iterations"] == 6
+    real_dir = train.run_dir_for(cfg, root=tmp_path)
+    assert real_dir.path != short.dir.path and not real_dir.finished
+    full = run_training(cfg, root=tmp_path, device="cpu", progress=False)
+    assert "max_iterations" not in full.summary and full.summary["epochs"] == 3
+    with pytest.raises(ValueError, match="max_iterations"):
+        run_training(cfg, root=tmp_path, device="cpu", max_iterations=0)
