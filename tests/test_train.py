@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from rs_lib import methods, train
+from rs_lib import data, methods, train
 from rs_lib.train import TrainConfig, lr_factor, run_training, warmup_factor
 
 TINY = dict(dataset="synthetic", model="small_cnn", epochs=3, batch_size=64, n_train=256, n_val=64,
@@ -79,7 +79,10 @@ def test_run_directory_holds_config_env_metrics_and_checkpoints(tmp_path):
     files = {p.name for p in run.dir.path.iterdir()}
     assert {"config.json", "env.json", "metrics.jsonl", "summary.json",
             "checkpoint_last.pt", "checkpoint_best.pt"} <= files
-    assert json.loads((run.dir.path / "config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))
+    stored = json.loads((run.dir.path / "config.json").read_text())
+    assert stored == json.loads(json.dumps({**cfg.to_dict(), "data_fingerprint": data.fingerprint("synthetic")}))
+    env = json.loads((run.dir.path / "env.json").read_text())
+    assert env["data_fingerprint"] == stored["data_fingerprint"] and env["code"]["rs_lib"]
     epochs = run.epochs()
     assert list(epochs["epoch"]) == [0, 1, 2] and (epochs["train_time"] > 0).all()
     assert len(run.iterations()) == 3 * 4
@@ -185,16 +188,21 @@ def test_kept_epoch_checkpoints_hold_that_epochs_weights(tmp_path):
         TrainConfig(**{**TINY, "keep_epochs": (3,)})
 
 
-def test_max_iterations_stops_early_under_its_own_key(tmp_path):
+def test_max_iterations_stops_early_only_in_a_scratch_root(tmp_path, monkeypatch):
     cfg = TrainConfig(**TINY)                      # 4 batches per epoch, 3 epochs
-    short = run_training(cfg, root=tmp_path, device="cpu", progress=False, max_iterations=6)
+    scratch = tmp_path / "scratch"
+    short = run_training(cfg, root=scratch, device="cpu", progress=False, max_iterations=6)
     rows = short.dir.read_jsonl("metrics.jsonl")
     assert [r["iter"] for r in rows if r["kind"] == "iter"] == list(range(6))
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0, 1]
-    assert short.summary["max_iterations"] == 6 and short.dir.read_json("config.json")["max_iterations"] == 6
-    real_dir = train.run_dir_for(cfg, root=tmp_path)
-    assert real_dir.path != short.dir.path and not real_dir.finished
-    full = run_training(cfg, root=tmp_path, device="cpu", progress=False)
-    assert "max_iterations" not in full.summary and full.summary["epochs"] == 3
+    assert short.summary["max_iterations"] == 6
+    assert short.dir.path.name == train.run_dir_for(cfg, root=scratch).path.name   # the key plan.run_job reads
+    with pytest.raises(ValueError, match="cut short at max_iterations=6"):
+        run_training(cfg, root=scratch, device="cpu", progress=False)   # never taken for the finished run
+    monkeypatch.setenv("RS_RESULTS", str(tmp_path / "store"))
+    for root in (None, tmp_path / "store"):
+        with pytest.raises(ValueError, match="explicit scratch root"):
+            run_training(cfg, root=root, device="cpu", max_iterations=2)
+    assert not (tmp_path / "store").exists()
     with pytest.raises(ValueError, match="max_iterations"):
-        run_training(cfg, root=tmp_path, device="cpu", max_iterations=0)
+        run_training(cfg, root=scratch, device="cpu", max_iterations=0)
