@@ -21,6 +21,7 @@ those data are missing, the plan still lists the run and what needs it, costed, 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -440,9 +441,15 @@ def _config(job: Job) -> TrainConfig:
     return cfg
 
 
-def _stored_run(job: Job, root: str | Path | None) -> train.Run:
+#: Whether train keys a run cut short by ``max_iterations`` apart (the DDP / max_iterations work):
+#: then the evaluations of a ``max_iterations`` check read that run, else the configuration's own.
+_CUT_RUNS = "max_iterations" in inspect.signature(train.run_dir_for).parameters
+
+
+def _stored_run(job: Job, root: str | Path | None, max_iterations: int | None = None) -> train.Run:
     cfg = _config(job)
-    run_dir = train.run_dir_for(cfg, experiment=job.store, root=root)
+    cut = {"max_iterations": max_iterations} if max_iterations is not None and _CUT_RUNS else {}
+    run_dir = train.run_dir_for(cfg, experiment=job.store, root=root, **cut)
     if not run_dir.finished:
         raise ValueError(f"job {job.label!r} needs the finished training run {job.run_key} in "
                          f"{run_dir.path.parent}; run its train job first")
@@ -476,7 +483,7 @@ def run_job(job: Job, *, device: str = "auto", root: str | Path | None = None,
         train.run_training(_config(job), experiment=job.store, root=root, device=device, progress=progress,
                            **extra)
         return
-    run = _stored_run(job, root)
+    run = _stored_run(job, root, max_iterations)
     kwargs = dict(job.spec["kwargs"])
     if max_iterations is not None:
         kwargs = _one_batch(kwargs, job.spec.get("shards", 1))
