@@ -60,7 +60,8 @@ class Job:
     GPU-hour estimate: ``model``, ``dataset``, ``method`` (the training method of a 'train' job, the
     evaluation's name otherwise: 'robustness', 'certify', 'empirical', ...), ``iterations`` (train:
     epochs x batches), ``batch_size``, ``amp``, ``images`` (evaluated) and ``samples`` (forward
-    passes of noisy copies: certification images x (n0 + n)).  Jobs hash by their identity fields.
+    passes of noisy copies: certification images x (n0 + n)), plus ``protocol`` for a robust-accuracy
+    evaluation (rs_lib.evaluate.PROTOCOLS).  Jobs hash by their identity fields.
     """
 
     kind: str
@@ -175,7 +176,8 @@ class _Plan:
                       {"config": cfg.to_dict(), "function": function, "kwargs": _plain(kwargs),
                        "settings": self._settings_spec()},
                       {"model": cfg.model, "method": function, "dataset": cfg.dataset, "iterations": 0,
-                       "batch_size": 0, "amp": False, "images": images, "samples": samples}))
+                       "batch_size": kwargs.get("batch_size", 0), "amp": False, "images": images,
+                       "samples": samples, **({"protocol": kwargs["protocol"]} if "protocol" in kwargs else {})}))
         return key
 
     def certify(self, cfg: TrainConfig, label: str, *, sigma: float, n_points: int, n0: int, n: int,
