@@ -257,42 +257,38 @@ def _bs_hessian(p: _Plan) -> None:
 
 def _bs_comparison(p: _Plan) -> None:
     s = p.settings
+    runs = bs.comparison_runs(s)
     protocols = list(s.test_protocols)
     first = protocols[0]
-    rob = "pgd100_bs" if "pgd100_bs" in protocols else first
+    rob = "pgd100_bs" if "pgd100_bs" in protocols else first   # the notebook's "rob" column
 
     def table_row(cfg: TrainConfig, label: str, extra: tuple[str, ...] = ()) -> None:
         for protocol in (first, rob, *extra):
             _robust(p, cfg, label, protocol, s.test_protocols[protocol])
 
-    for method in s.compare_methods:
-        cfg = bs.train_config(s, method)
+    for method, cfg in runs["compare"].items():           # Tables 1-4, every protocol, best and last
         table_row(cfg, bs.LABELS[method], tuple(protocols))
         _robust(p, cfg, bs.LABELS[method], first, s.test_protocols[first], "last")
-    for method in s.pair_methods:
-        for seed in s.seeds:
-            cfg = bs.train_config(s, method, seed=seed)
-            label = f"{bs.LABELS[method]} seed {seed}"
-            _robust(p, cfg, label, first, s.test_protocols[first])
-            _robust(p, cfg, label, first, s.test_protocols[first], "last")
-    for method in s.aa_methods:
-        cfg = bs.train_config(s, method)
+    for (method, seed), cfg in runs["pairs"].items():      # over seeds, best and last
+        label = f"{bs.LABELS[method]} seed {seed}"
+        _robust(p, cfg, label, first, s.test_protocols[first])
+        _robust(p, cfg, label, first, s.test_protocols[first], "last")
+    for method, cfg in runs["aa"].items():                 # Table 5: AutoAttack, PGD and RayS on aa_n_test
         for protocol in (s.aa_protocol, first, *([s.rays_protocol] if s.rays_protocol else [])):
             _robust(p, cfg, bs.LABELS[method], protocol, s.aa_n_test)
-    for eps in s.extra_eps:
-        for method in s.extra_eps_methods:
-            table_row(bs.train_config(s, method, eps=eps), f"{bs.LABELS[method]} eps {eps:.4g}")
-    for method in s.accel_methods:
-        table_row(bs.train_config(s, method, training=s.accel_training), f"{bs.LABELS[method]} accelerated")
+    for (eps, method), cfg in runs["extra_eps"].items():   # Tables 13-14
+        table_row(cfg, f"{bs.LABELS[method]} eps {eps:.4g}")
+    for method, cfg in runs["accel"].items():              # Table 6
+        table_row(cfg, f"{bs.LABELS[method]} accelerated")
 
 
 def _bs_beta_tradeoff(p: _Plan) -> None:
     s = p.settings
-    configs = {(m, b): bs.train_config(s, m, beta=b) for m in s.tradeoff_methods for b in s.beta_grid}
-    configs.update({(m, None): bs.train_config(s, m) for m in s.point_methods})
-    for (method, beta), cfg in configs.items():
-        label = bs.LABELS[method] + ("" if beta is None else f" beta {beta:g}")
-        _robust(p, cfg, label, s.test_protocol, s.n_test)
+    runs = bs.tradeoff_runs(s)
+    for (method, beta), cfg in runs["swept"].items():
+        _robust(p, cfg, f"{bs.LABELS[method]} beta {beta:g}", s.test_protocol, s.n_test)
+    for method, cfg in runs["points"].items():
+        _robust(p, cfg, bs.LABELS[method], s.test_protocol, s.n_test)
 
 
 def _bs_stability(p: _Plan) -> None:
@@ -304,16 +300,12 @@ def _bs_stability(p: _Plan) -> None:
 
 def _bs_ablations(p: _Plan) -> None:
     s = p.settings
-    eps = s.linf_eps
     name = bs.LABELS["backward_smoothing"]
-    configs = {f"{name} step {r:g} eps": bs.train_config(s, "backward_smoothing", step_size=r * eps)
-               for r in s.step_ratio_grid}
-    configs.update({f"{name} gamma {g:g}": bs.train_config(s, "backward_smoothing", gamma=g) for g in s.gamma_grid})
-    configs.update({f"{name} {k} points": bs.train_config(s, "backward_smoothing", num_points=k)
-                    for k in s.num_points_grid})
-    configs.update({bs.LABELS[m]: bs.train_config(s, m) for m in s.variant_methods})
-    for label, cfg in configs.items():
-        _robust(p, cfg, label, s.test_protocol, s.n_test)
+    labels = {"step": f"{name} step {{:g}} eps", "gamma": f"{name} gamma {{:g}}", "points": f"{name} {{}} points"}
+    for table, runs in bs.ablation_runs(s).items():
+        for value, cfg in runs.items():
+            label = bs.LABELS[value] if table == "variants" else labels[table].format(value)
+            _robust(p, cfg, label, s.test_protocol, s.n_test)
 
 
 def _certify(p: _Plan, cfg: TrainConfig, label: str, sigma: float) -> None:
