@@ -6,8 +6,11 @@ notebook computes from a stored run through a cached function (robust accuracy, 
 empirical accuracy, curvature, ...).  A job's ``key`` is what the notebook looks up: the run's
 folder name (:func:`rs_lib.train.run_dir_for`) for training, ``"<run folder>/<result file>"`` for a
 result.  The plan builds its configurations with the same preset functions as the notebook (the
-presets of :mod:`rs_lib.presets`), and ``tests/test_plan.py`` checks that, for every experiment in
-the smoke and cpu profiles, the keys a notebook looks up are exactly its plan's.
+presets of :mod:`rs_lib.presets`), and the tests check that, for every experiment, the keys its
+notebook looks up are exactly its plan's: in the smoke profile by executing the notebook with
+``$RS_RECORD_KEYS`` set (:mod:`rs_lib._record`, ``tests/test_notebooks.py``), in the cpu and paper
+profiles by running the notebook's code with the store's heavy calls recorded (``tests/test_plan.py``).
+``python -m rs_lib.plan EXPERIMENT --profile P`` prints a plan and which of its jobs are done.
 
 :func:`run_job` executes one job by calling the function the notebook calls (so a job done by a
 sweep is a cache hit for the notebook); :func:`job_done` says whether the store holds its result.
