@@ -968,8 +968,8 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
         try:
             merge_certify_tsv(paths, tmp)
             merged = tmp.read_bytes()
-            # verified like a file certified in one process: the shards' settings and its digest; the
-            # sidecar first, so that a kill before the TSV is replaced leaves a sidecar that is ours
+            # verified like a file certified in one process: the shards' settings and its digest;
+            # the sidecar first, so that a kill before the TSV is replaced leaves a sidecar that is ours
             _write_meta(whole, {**settings[0], "shards": shards, "merged_from": [p.name for p in paths],
                                 "complete": {"size": len(merged), "sha256": hashlib.sha256(merged).hexdigest()}})
             store.atomic_write_bytes(whole, merged)

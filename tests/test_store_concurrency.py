@@ -19,7 +19,7 @@ from rs_lib.train import TrainConfig, run_training
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(dataset="synthetic", model="small_cnn", epochs=3, batch_size=64, n_train=256, n_val=64,
             lr=0.05, schedule="piecewise", milestones=(0.5,), augment=False)
-WAIT_S = 120          # upper bound of any wait below (a stuck test fails instead of hanging)
+WAIT_S = 600          # upper bound of any wait below (a stuck test fails instead of hanging; generous for a loaded machine)
 
 
 def _spawn(code: str, root: Path, **env: str) -> subprocess.Popen:
