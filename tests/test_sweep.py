@@ -319,6 +319,7 @@ def test_estimates_of_other_models_scale_the_fitted_pass_cost_by_flops():
     assert table.seconds("evaluate", pgd, {"kwargs": {"protocol": "pgd20_bs"}}) == \
         pytest.approx(61 * costs.pass_seconds())
     assert table.seconds("evaluate", pgd, {"kwargs": {"protocol": "autoattack_standard"}}) is None
+    assert table.seconds("evaluate", {**pgd, "protocol": "pgd100_bs"}) == pytest.approx(301 * costs.pass_seconds())
 
 
 def test_waves_follow_the_longest_chain_of_unfinished_needs():
