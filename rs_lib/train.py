@@ -533,8 +533,20 @@ class _Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, row)
         if self.world.is_main:
+            if self.stopped:
+                self._keep_uncovered_epochs()
             self._write_summary()
         distributed.barrier(self.world)   # every rank returns a finished run
+
+    def _keep_uncovered_epochs(self) -> None:
+        """A run cut short by ``max_iterations`` keeps its last weights as the kept epochs it did not
+        reach, so that the analyses along training (e.g. the Hessian figure) run on it too."""
+        reached = self.best["epoch"] if self.best["epoch"] is not None else -1
+        last = max([reached, *[r["epoch"] for r in self.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"]])
+        for epoch in self.cfg.keep_epochs:
+            if epoch > last:
+                self.dir.save_torch(f"checkpoint_epoch{epoch}.pt", {"model": self.model.state_dict(), "epoch": last,
+                                                                    "max_iterations": self.max_iterations})
 
     def _write_summary(self) -> None:
         epochs = [r for r in self.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"]
