@@ -9,6 +9,14 @@ is the objective (:mod:`rs_lib.methods`), looked up by name.
 Determinism: the data order and the method's randomness of epoch ``e`` come from generators
 seeded with ``(seed, e)``, and the global RNG state (dropout) is checkpointed, so a run killed
 after epoch k and resumed ends with the same weights and metrics as an uninterrupted run (CPU).
+
+Several processes (``torchrun``, or a submitit SLURM job with several tasks) train one run data
+parallel (:mod:`rs_lib.distributed`): each rank takes its part of every global batch of
+``batch_size``, gradients are summed over ranks once per step, rank 0 alone writes the store.
+BatchNorm keeps per-rank batch statistics, as the references' ``nn.DataParallel`` (no
+SyncBatchNorm), with rank 0's running statistics on every rank; the methods' draws are made for the
+whole global batch on every rank, so N processes give the 1-process weights up to float rounding
+for BatchNorm-free models.  ``max_iterations`` cuts a run short for the paper-path smoke tests.
 """
 
 from __future__ import annotations

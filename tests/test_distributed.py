@@ -60,10 +60,19 @@ def _iter_losses(run):
     return [r["loss"] for r in run.dir.read_jsonl("metrics.jsonl") if r["kind"] == "iter"]
 
 
+# BatchNorm: per-rank batch statistics (as nn.DataParallel), so only that it trains and is whole.
+BATCHNORM = dict(method="gaussian", method_params={"sigma": 0.3}, **{**TINY, "model": "resnet20"})
+
+
 def test_two_process_training_equals_one_process_run(tmp_path, one_process):
     root = tmp_path / "two"
-    done = _torchrun(tmp_path, list(CONFIGS.values()), root)
+    done = _torchrun(tmp_path, [*CONFIGS.values(), BATCHNORM], root)
     assert done.returncode == 0, done.stderr[-3000:]
+    bn = run_training(TrainConfig(**BATCHNORM), root=root, device="cpu")
+    assert bn.summary["world_size"] == 2
+    state = bn.load_model("last").state_dict()
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+    assert int(state["model.bn1.num_batches_tracked"]) == 2 * 4   # rank 0's statistics, one per step
     for name, kw in CONFIGS.items():
         single = one_process[name]
         two = run_dir_for(TrainConfig(**kw), root=root)
