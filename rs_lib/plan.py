@@ -6,17 +6,25 @@ notebook computes from a stored run through a cached function (robust accuracy, 
 empirical accuracy, curvature, ...).  A job's ``key`` is what the notebook looks up: the run's
 folder name (:func:`rs_lib.train.run_dir_for`) for training, ``"<run folder>/<result file>"`` for a
 result.  The plan builds its configurations with the same preset functions as the notebook (the
-presets of :mod:`rs_lib.presets`), and ``tests/test_plan.py`` checks that, for every experiment in
-the smoke and cpu profiles, the keys a notebook looks up are exactly its plan's.
+presets of :mod:`rs_lib.presets`), and the tests check that, for every experiment, the keys its
+notebook looks up are exactly its plan's: in the smoke profile by executing the notebook with
+``$RS_RECORD_KEYS`` set (:mod:`rs_lib._record`, ``tests/test_notebooks.py``), in the cpu and paper
+profiles by running the notebook's code with the store's heavy calls recorded (``tests/test_plan.py``).
+``python -m rs_lib.plan EXPERIMENT --profile P`` prints a plan and which of its jobs are done.
 
 :func:`run_job` executes one job by calling the function the notebook calls (so a job done by a
 sweep is a cache hit for the notebook); :func:`job_done` says whether the store holds its result.
 Certification with many noise samples (paper: n = 100,000 on 10,000 images) is split by index range
 into ``certify_shard`` jobs and one ``certify_merge`` job writing the file the notebook reads.
+
+A run's key covers the fingerprint of its training data (:func:`rs_lib.train.run_dir_for`): where
+those data are missing, the plan still lists the run and what needs it, costed, under the key
+``nodata-<config hash>`` (:data:`NO_DATA`); such a job is never done and :func:`run_job` refuses it.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -26,7 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import _validate as check
-from . import profiles, smoothing, train
+from . import data, profiles, smoothing, store, train
 from .presets import backward_smoothing as bs
 from .presets import foundations as fd
 from .presets import smoothing as sp
@@ -55,7 +63,8 @@ class Job:
     GPU-hour estimate: ``model``, ``dataset``, ``method`` (the training method of a 'train' job, the
     evaluation's name otherwise: 'robustness', 'certify', 'empirical', ...), ``iterations`` (train:
     epochs x batches), ``batch_size``, ``amp``, ``images`` (evaluated) and ``samples`` (forward
-    passes of noisy copies: certification images x (n0 + n)).  Jobs hash by their identity fields.
+    passes of noisy copies: certification images x (n0 + n)), plus ``protocol`` for a robust-accuracy
+    evaluation (rs_lib.evaluate.PROTOCOLS).  Jobs hash by their identity fields.
     """
 
     kind: str
@@ -151,7 +160,7 @@ class _Plan:
 
     def train(self, cfg: TrainConfig, label: str) -> str:
         """Add the training run of ``cfg``; return its key."""
-        key = train.run_dir_for(cfg, experiment=self.store).path.name
+        key = _run_key(cfg, self.store)
         batches = math.ceil(_train_images(cfg) / cfg.batch_size)
         self._add(Job("train", self.experiment, self.store, key, (), f"train {self.store} {label}",
                       {"config": cfg.to_dict()},
@@ -170,7 +179,8 @@ class _Plan:
                       {"config": cfg.to_dict(), "function": function, "kwargs": _plain(kwargs),
                        "settings": self._settings_spec()},
                       {"model": cfg.model, "method": function, "dataset": cfg.dataset, "iterations": 0,
-                       "batch_size": 0, "amp": False, "images": images, "samples": samples}))
+                       "batch_size": kwargs.get("batch_size", 0), "amp": False, "images": images,
+                       "samples": samples, **({"protocol": kwargs["protocol"]} if "protocol" in kwargs else {})}))
         return key
 
     def certify(self, cfg: TrainConfig, label: str, *, sigma: float, n_points: int, n0: int, n: int,
@@ -200,6 +210,18 @@ class _Plan:
         return self._add(Job("certify_merge", self.experiment, self.store, key, tuple(shard_keys),
                              f"merge certify {label} ({shards} shards)", spec,
                              {**cost, "images": 0, "samples": 0})).key
+
+
+#: Prefix of the key of a run whose training data were missing where the plan was made: the store
+#: key covers the data's fingerprint, so such a job is listed (and costed) but cannot run.
+NO_DATA = "nodata-"
+
+
+def _run_key(cfg: TrainConfig, store_name: str) -> str:
+    try:
+        return train.run_dir_for(cfg, experiment=store_name).path.name
+    except data.DatasetNotFoundError:
+        return NO_DATA + store.config_hash(cfg.to_dict())
 
 
 def _train_images(cfg: TrainConfig) -> int:
@@ -238,42 +260,38 @@ def _bs_hessian(p: _Plan) -> None:
 
 def _bs_comparison(p: _Plan) -> None:
     s = p.settings
+    runs = bs.comparison_runs(s)
     protocols = list(s.test_protocols)
     first = protocols[0]
-    rob = "pgd100_bs" if "pgd100_bs" in protocols else first
+    rob = "pgd100_bs" if "pgd100_bs" in protocols else first   # the notebook's "rob" column
 
     def table_row(cfg: TrainConfig, label: str, extra: tuple[str, ...] = ()) -> None:
         for protocol in (first, rob, *extra):
             _robust(p, cfg, label, protocol, s.test_protocols[protocol])
 
-    for method in s.compare_methods:
-        cfg = bs.train_config(s, method)
+    for method, cfg in runs["compare"].items():           # Tables 1-4, every protocol, best and last
         table_row(cfg, bs.LABELS[method], tuple(protocols))
         _robust(p, cfg, bs.LABELS[method], first, s.test_protocols[first], "last")
-    for method in s.pair_methods:
-        for seed in s.seeds:
-            cfg = bs.train_config(s, method, seed=seed)
-            label = f"{bs.LABELS[method]} seed {seed}"
-            _robust(p, cfg, label, first, s.test_protocols[first])
-            _robust(p, cfg, label, first, s.test_protocols[first], "last")
-    for method in s.aa_methods:
-        cfg = bs.train_config(s, method)
+    for (method, seed), cfg in runs["pairs"].items():      # over seeds, best and last
+        label = f"{bs.LABELS[method]} seed {seed}"
+        _robust(p, cfg, label, first, s.test_protocols[first])
+        _robust(p, cfg, label, first, s.test_protocols[first], "last")
+    for method, cfg in runs["aa"].items():                 # Table 5: AutoAttack, PGD and RayS on aa_n_test
         for protocol in (s.aa_protocol, first, *([s.rays_protocol] if s.rays_protocol else [])):
             _robust(p, cfg, bs.LABELS[method], protocol, s.aa_n_test)
-    for eps in s.extra_eps:
-        for method in s.extra_eps_methods:
-            table_row(bs.train_config(s, method, eps=eps), f"{bs.LABELS[method]} eps {eps:.4g}")
-    for method in s.accel_methods:
-        table_row(bs.train_config(s, method, training=s.accel_training), f"{bs.LABELS[method]} accelerated")
+    for (eps, method), cfg in runs["extra_eps"].items():   # Tables 13-14
+        table_row(cfg, f"{bs.LABELS[method]} eps {eps:.4g}")
+    for method, cfg in runs["accel"].items():              # Table 6
+        table_row(cfg, f"{bs.LABELS[method]} accelerated")
 
 
 def _bs_beta_tradeoff(p: _Plan) -> None:
     s = p.settings
-    configs = {(m, b): bs.train_config(s, m, beta=b) for m in s.tradeoff_methods for b in s.beta_grid}
-    configs.update({(m, None): bs.train_config(s, m) for m in s.point_methods})
-    for (method, beta), cfg in configs.items():
-        label = bs.LABELS[method] + ("" if beta is None else f" beta {beta:g}")
-        _robust(p, cfg, label, s.test_protocol, s.n_test)
+    runs = bs.tradeoff_runs(s)
+    for (method, beta), cfg in runs["swept"].items():
+        _robust(p, cfg, f"{bs.LABELS[method]} beta {beta:g}", s.test_protocol, s.n_test)
+    for method, cfg in runs["points"].items():
+        _robust(p, cfg, bs.LABELS[method], s.test_protocol, s.n_test)
 
 
 def _bs_stability(p: _Plan) -> None:
@@ -285,16 +303,12 @@ def _bs_stability(p: _Plan) -> None:
 
 def _bs_ablations(p: _Plan) -> None:
     s = p.settings
-    eps = s.linf_eps
     name = bs.LABELS["backward_smoothing"]
-    configs = {f"{name} step {r:g} eps": bs.train_config(s, "backward_smoothing", step_size=r * eps)
-               for r in s.step_ratio_grid}
-    configs.update({f"{name} gamma {g:g}": bs.train_config(s, "backward_smoothing", gamma=g) for g in s.gamma_grid})
-    configs.update({f"{name} {k} points": bs.train_config(s, "backward_smoothing", num_points=k)
-                    for k in s.num_points_grid})
-    configs.update({bs.LABELS[m]: bs.train_config(s, m) for m in s.variant_methods})
-    for label, cfg in configs.items():
-        _robust(p, cfg, label, s.test_protocol, s.n_test)
+    labels = {"step": f"{name} step {{:g}} eps", "gamma": f"{name} gamma {{:g}}", "points": f"{name} {{}} points"}
+    for table, runs in bs.ablation_runs(s).items():
+        for value, cfg in runs.items():
+            label = bs.LABELS[value] if table == "variants" else labels[table].format(value)
+            _robust(p, cfg, label, s.test_protocol, s.n_test)
 
 
 def _certify(p: _Plan, cfg: TrainConfig, label: str, sigma: float) -> None:
@@ -413,6 +427,10 @@ def plan(experiment: str, profile: str, **overrides: Any) -> list[Job]:
 
 def _config(job: Job) -> TrainConfig:
     cfg = TrainConfig(**job.spec["config"])
+    if job.run_key.startswith(NO_DATA):
+        train.run_dir_for(cfg, experiment=job.store)   # raises DatasetNotFoundError (how to get them) if still missing
+        raise ValueError(f"job {job.label!r} was planned where {cfg.dataset} was missing, so its store key "
+                         "was unknown; plan again where the data are")
     key = train.run_dir_for(cfg, experiment=job.store).path.name
     if key != job.run_key:
         raise ValueError(f"job {job.label!r}: its config hashes to {key}, not to its key {job.run_key}; "
@@ -420,9 +438,15 @@ def _config(job: Job) -> TrainConfig:
     return cfg
 
 
-def _stored_run(job: Job, root: str | Path | None) -> train.Run:
+#: Whether train keys a run cut short by ``max_iterations`` apart (the DDP / max_iterations work):
+#: then the evaluations of a ``max_iterations`` check read that run, else the configuration's own.
+_CUT_RUNS = "max_iterations" in inspect.signature(train.run_dir_for).parameters
+
+
+def _stored_run(job: Job, root: str | Path | None, max_iterations: int | None = None) -> train.Run:
     cfg = _config(job)
-    run_dir = train.run_dir_for(cfg, experiment=job.store, root=root)
+    cut = {"max_iterations": max_iterations} if max_iterations is not None and _CUT_RUNS else {}
+    run_dir = train.run_dir_for(cfg, experiment=job.store, root=root, **cut)
     if not run_dir.finished:
         raise ValueError(f"job {job.label!r} needs the finished training run {job.run_key} in "
                          f"{run_dir.path.parent}; run its train job first")
@@ -456,7 +480,7 @@ def run_job(job: Job, *, device: str = "auto", root: str | Path | None = None,
         train.run_training(_config(job), experiment=job.store, root=root, device=device, progress=progress,
                            **extra)
         return
-    run = _stored_run(job, root)
+    run = _stored_run(job, root, max_iterations)
     kwargs = dict(job.spec["kwargs"])
     if max_iterations is not None:
         kwargs = _one_batch(kwargs, job.spec.get("shards", 1))
@@ -486,7 +510,9 @@ def _one_batch(kwargs: dict[str, Any], shards: int) -> dict[str, Any]:
 
 def job_done(job: Job, *, root: str | Path | None = None) -> bool:
     """Whether the store at ``root`` holds ``job``'s result, whole: a finished run, a result file,
-    a certification file (or shard) with all its rows."""
+    a certification file (or shard) with all its rows (never for a job planned without its data)."""
+    if job.run_key.startswith(NO_DATA):
+        return False
     run_dir = train.run_dir_for(_config(job), experiment=job.store, root=root)
     if job.kind == "train":
         return run_dir.finished
@@ -495,20 +521,22 @@ def job_done(job: Job, *, root: str | Path | None = None) -> bool:
         return False
     if job.kind == "evaluate" and job.spec["function"] != "certify":
         return True
-    kwargs = job.spec["kwargs"]
-    rows = kwargs["n_points"]
+    rows = job.spec["kwargs"]["n_points"]
     if job.kind == "certify_shard":
         k, shards = job.spec["shard"], job.spec["shards"]
         rows = len(range(k * rows // shards, (k + 1) * rows // shards))
-    try:
-        return len(smoothing.read_certify_tsv(path)) == rows
-    except ValueError:
-        return False
+    return smoothing.certify_complete(path, rows)
 
 
 def iter_plans(experiments_: tuple[str, ...], profile: str, **overrides: Any) -> Iterator[Job]:
     """The jobs of several experiments' plans, each key once (runs shared between notebooks of a
-    chapter are one job, listed under the first experiment that needs it)."""
+    chapter are one job, listed under the first experiment that needs it).  Each override goes to
+    the experiments that have that knob; one that none of them has is a ValueError naming theirs."""
+    known_any = {k for e in experiments_ for k in profiles.knobs(e)}
+    unknown = sorted(set(overrides) - known_any)
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))} is not a parameter of any of {', '.join(experiments_)} "
+                         f"(allowed: {', '.join(sorted(known_any))})")
     seen: set[tuple[str, str]] = set()
     for experiment in experiments_:
         known = profiles.knobs(experiment)

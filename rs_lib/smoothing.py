@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import io
 import json
 import math
@@ -51,6 +52,7 @@ from tqdm.auto import tqdm
 
 from rs_lib import _record
 from rs_lib import _validate as check
+from rs_lib import lock
 
 ABSTAIN = -1
 TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -500,6 +502,16 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
     check.directory("out_path's folder", path.parent if str(path.parent) else Path("."))
     settings = {"sigma": smooth.sigma, "num_classes": smooth.num_classes, "n0": n0, "n": n,
                 "alpha": alpha, "seed": seed, "autocast_dtype": str(smooth.autocast_dtype)}
+    with lock.hold(path.with_name(path.name + ".lock"), what=f"certification {path}"):
+        _certify_into(smooth, images, labels, path, settings, order, n0=n0, n=n, alpha=alpha,
+                      batch_size=batch_size, seed=seed, progress=progress)
+    return read_certify_tsv(path)
+
+
+def _certify_into(smooth: Smooth, images: Any, labels: Any, path: Path, settings: dict[str, Any],
+                  order: list[int], *, n0: int, n: int, alpha: float, batch_size: int, seed: int,
+                  progress: bool) -> None:
+    """The rows of ``order`` not yet in ``path`` (the caller holds the file's lock)."""
     done = _prepare_output(path, settings, smooth.device)
     todo = [idx for idx in order if idx not in done]
     device = smooth.device
@@ -525,7 +537,6 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
                 out.flush()
                 bar.update(1)
     _write_meta(path, {**meta, "complete": _tsv_digest(path)})
-    return read_certify_tsv(path)
 
 
 def _selected_indices(size: int, indices: Iterable[int] | None, start: int, stop: int | None,
@@ -563,6 +574,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
     from . import store
 
     meta_path = _meta_path(path)
+    if not meta_path.is_file():
+        raise store.DamagedFileError(path, f"its settings file {meta_path.name} is missing")
     try:
         meta = store.read_json(meta_path)
     except store.CorruptFileError as err:
@@ -907,6 +920,8 @@ def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int
             k, shards = _check_shard(shard)   # the indices ascend, so shard k is this slice of rows
             return finished.iloc[k * n_points // shards:(k + 1) * n_points // shards].reset_index(drop=True)
     path = whole if shard is None else run.dir.file(certify_file_name(params, shard))
+    lock.check_writable(f"certification {path.name!r} ({n_points} points, n {n}, sigma {sigma}) of run "
+                        f"{run.dir.path}")
     dataset = data_mod.load(run.config.dataset, split)
     try:
         indices = certify_indices(len(dataset), n_points, shard)
@@ -937,20 +952,43 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
         if done != rows:
             raise ValueError(f"certify shard {str(path)!r} has {done} of its {rows} rows; run its "
                              "certify_shard job first")
-    settings = [{k: v for k, v in _read_meta(path).items() if k != "complete"} for path in paths]
+    settings = []
+    for path in paths:
+        check_certify_output(path)
+        settings.append({k: v for k, v in _read_meta(path).items() if k not in ("complete", "device_type")})
     if any(other != settings[0] for other in settings[1:]):
         raise ValueError(f"the shards of {certify_file_name(params)} were certified with different settings; "
                          "discard them (python -m rs_lib discard FILE) and re-run their certify_shard jobs")
     whole = run.dir.file(certify_file_name(params))
+    if certify_complete(whole, n_points):
+        return read_certify_tsv(whole)            # merged before
+    lock.check_writable(f"certification {whole.name!r} (the merge of {shards} shards) of run {run.dir.path}")
     tmp = whole.with_name(f".{whole.name}.merge.tmp")
-    try:
-        merge_certify_tsv(paths, tmp)
-        store.atomic_write_bytes(whole, tmp.read_bytes())
-    finally:
-        tmp.unlink(missing_ok=True)
-    # the merged file is verified like one certified in one process: the shards' settings, its digest
-    _write_meta(whole, {**settings[0], "merged_from": [p.name for p in paths], "complete": _tsv_digest(whole)})
+    with lock.hold(whole.with_name(whole.name + ".lock"), what=f"merge into {whole}"):
+        try:
+            merge_certify_tsv(paths, tmp)
+            merged = tmp.read_bytes()
+            # verified like a file certified in one process: the shards' settings and its digest;
+            # the sidecar first, so that a kill before the TSV is replaced leaves a sidecar that is ours
+            _write_meta(whole, {**settings[0], "shards": shards, "merged_from": [p.name for p in paths],
+                                "complete": {"size": len(merged), "sha256": hashlib.sha256(merged).hexdigest()}})
+            store.atomic_write_bytes(whole, merged)
+        finally:
+            tmp.unlink(missing_ok=True)
     return read_certify_tsv(whole)
+
+
+def certify_complete(path: str | Path, rows: int) -> bool:
+    """Whether ``path`` is a finished certify TSV of ``rows`` rows, as written (its settings file
+    says so and its digest matches)."""
+    path = Path(path)
+    if not path.is_file() or not _meta_path(path).is_file():
+        return False
+    try:
+        check_certify_output(path)
+        return _read_meta(path).get("complete") is not None and len(read_certify_tsv(path)) == rows
+    except ValueError:
+        return False
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -40,6 +40,7 @@ from . import _validate as check
 from . import data as data_mod
 from . import distributed
 from . import evaluate as evaluate_mod
+from . import lock
 from . import methods as methods_mod
 from . import models as models_mod
 from . import store
@@ -219,14 +220,17 @@ class Run:
         and parameters, so that re-rendering a notebook reads it back."""
         path = self.dir.file(cached_name(name, params))
         _record.lookup(self.dir.path.parent.name, f"{self.dir.path.name}/{path.name}")
-        if path.exists():
-            try:
-                return self.dir.read_json(path.name)["result"]
-            except (store.CorruptFileError, KeyError, TypeError) as err:
-                raise store.DamagedRunError(self.dir.path, path.name, f"is not a cached result ({err})") from None
-        result = compute()
-        store.atomic_write_json(path, {"params": dict(params), "result": result})
-        return result
+        if not path.exists():
+            lock.check_writable(f"evaluation {path.name!r} of run {self.dir.path}")
+            with lock.hold(path.with_name(path.name + ".lock"), what=f"evaluation {path}"):
+                if not path.exists():   # else another process computed it while we waited
+                    result = compute()
+                    store.atomic_write_json(path, {"params": dict(params), "result": result})
+                    return result
+        try:
+            return self.dir.read_json(path.name)["result"]
+        except (store.CorruptFileError, KeyError, TypeError) as err:
+            raise store.DamagedRunError(self.dir.path, path.name, f"is not a cached result ({err})") from None
 
     def iterations(self):
         """Per-iteration metrics as a DataFrame."""
@@ -279,6 +283,8 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
 
     Every argument is validated and the data are loaded before anything is written, so bad input
     leaves the store untouched.  An unfinished run directory is resumed from its last checkpoint.
+    Training holds the run's lock (:mod:`rs_lib.lock`): a second process on the same run waits and
+    then returns the finished run; in read-only mode a missing run raises ``MissingResultError``.
 
     Several processes: started by ``torchrun`` (or submitit's ``TorchDistributedEnvironment``),
     which set ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_ADDR`` / ``MASTER_PORT``, the
@@ -314,6 +320,7 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
         run_dir.verify()
         _check_same_cut(run_dir.path, run_dir.summary.get("max_iterations"), max_iterations)
         return run
+    lock.check_writable(f"training run {run_dir.path} ({cfg.method} {cfg.model} on {cfg.dataset}, seed {cfg.seed})")
     store.ensure_writable(run_dir.path)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -322,13 +329,22 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
     val_data = data_mod.load(cfg.dataset, "val", root=data_root, n=n_val, val_size=cfg.val_size)
     distributed.check_batch(world, cfg.batch_size, len(train_data))
     distributed.init(world, device)
-    if world.is_main:
-        run_dir.create()
-        run_dir.write_json("env.json", {**store.environment(device, torch.get_num_threads(),
-                                                            data_fingerprint=run_dir.config[DATA_FINGERPRINT]),
-                                        "world_size": world.size})
-    _Trainer(cfg, run_dir, train_data, val_data, device, progress, on_epoch_end,
-             world=world, max_iterations=max_iterations).fit()
+    # Rank 0 holds the run's lock for all ranks; after waiting for it, every rank learns whether
+    # another process finished the run meanwhile.
+    held = lock.hold(run_dir.path / lock.RUN_LOCK, what=f"run {run_dir.path}") if world.is_main \
+        else contextlib.nullcontext()
+    with held:
+        if distributed.broadcast_object(world, run_dir.finished):   # trained by another process meanwhile
+            run_dir.verify()
+            _check_same_cut(run_dir.path, run_dir.summary.get("max_iterations"), max_iterations)
+            return run
+        if world.is_main:
+            run_dir.create()
+            run_dir.write_json("env.json", {**store.environment(device, torch.get_num_threads(),
+                                                                data_fingerprint=run_dir.config[DATA_FINGERPRINT]),
+                                            "world_size": world.size})
+        _Trainer(cfg, run_dir, train_data, val_data, device, progress, on_epoch_end,
+                 world=world, max_iterations=max_iterations).fit()
     return run
 
 
