@@ -9,6 +9,14 @@ is the objective (:mod:`rs_lib.methods`), looked up by name.
 Determinism: the data order and the method's randomness of epoch ``e`` come from generators
 seeded with ``(seed, e)``, and the global RNG state (dropout) is checkpointed, so a run killed
 after epoch k and resumed ends with the same weights and metrics as an uninterrupted run (CPU).
+
+Several processes (``torchrun``, or a submitit SLURM job with several tasks) train one run data
+parallel (:mod:`rs_lib.distributed`): each rank takes its part of every global batch of
+``batch_size``, gradients are summed over ranks once per step, rank 0 alone writes the store.
+BatchNorm keeps per-rank batch statistics, as the references' ``nn.DataParallel`` (no
+SyncBatchNorm), with rank 0's running statistics on every rank; the methods' draws are made for the
+whole global batch on every rank, so N processes give the 1-process weights up to float rounding
+for BatchNorm-free models.  ``max_iterations`` cuts a run short for the paper-path smoke tests.
 """
 
 from __future__ import annotations
@@ -549,8 +557,20 @@ class _Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, row)
         if self.world.is_main:
+            if self.stopped:
+                self._keep_uncovered_epochs()
             self._write_summary()
         distributed.barrier(self.world)   # every rank returns a finished run
+
+    def _keep_uncovered_epochs(self) -> None:
+        """A run cut short by ``max_iterations`` keeps its last weights as the kept epochs it did not
+        reach, so that the analyses along training (e.g. the Hessian figure) run on it too."""
+        reached = self.best["epoch"] if self.best["epoch"] is not None else -1
+        last = max([reached, *[r["epoch"] for r in self.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"]])
+        for epoch in self.cfg.keep_epochs:
+            if epoch > last:
+                self.dir.save_torch(f"checkpoint_epoch{epoch}.pt", {"model": self.model.state_dict(), "epoch": last,
+                                                                    "max_iterations": self.max_iterations})
 
     def _write_summary(self) -> None:
         epochs = [r for r in self.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"]
