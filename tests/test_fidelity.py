@@ -204,6 +204,13 @@ def _signed_step(point: torch.Tensor, loss: torch.Tensor, x: torch.Tensor, alpha
     return torch.min(torch.max(point.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
 
 
+def _trades_outer(ref: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, beta: float) -> torch.Tensor:
+    """Train mode: CE(f(x), y) + β·KL(s(f(x)) ‖ s(f(x'))), the target not detached."""
+    ref.train()
+    logits = ref(x)
+    return F.cross_entropy(logits, y) + beta * _kl_batchmean(logits, ref(x_adv))
+
+
 def _same_loss_and_weight_gradient(name: str, expected_fn) -> None:
     model, (x, y) = smooth_model(batchnorm=True), fixed_batch()
     reference = smooth_model(batchnorm=True)
@@ -232,9 +239,7 @@ def test_trades_equals_trades_loss_written_out():
         for _ in range(cfg.steps):
             point = x_adv.detach().requires_grad_(True)
             x_adv = _signed_step(point, _kl_batchmean(target, ref(point)), x, cfg.step_size, cfg.eps)
-        ref.train()
-        logits = ref(x)
-        return F.cross_entropy(logits, y) + cfg.beta * _kl_batchmean(logits, ref(x_adv))
+        return _trades_outer(ref, x, y, x_adv, cfg.beta)
 
     _same_loss_and_weight_gradient("trades", expected)
 
@@ -253,9 +258,7 @@ def test_backward_smoothing_equals_its_training_loss_written_out():
         for _ in range(cfg.steps):
             point = x_adv.detach().requires_grad_(True)
             x_adv = _signed_step(point, _kl_batchmean(clean, ref(point)), x, cfg.step_size, cfg.eps)
-        ref.train()
-        logits = ref(x)
-        return F.cross_entropy(logits, y) + cfg.beta * _kl_batchmean(logits, ref(x_adv))
+        return _trades_outer(ref, x, y, x_adv, cfg.beta)
 
     _same_loss_and_weight_gradient("backward_smoothing", expected)
 
