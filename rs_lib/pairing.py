@@ -8,6 +8,8 @@ set (or over a few seeds). Every verdict of the book on a difference carries its
   differences and its standard error sd/√n.
 * :func:`acr_difference`: the paired difference of the per-example ACR terms R·1[correct] of two
   certification frames (SmoothMix's ACR, `smoothing.acr`), matched on the test index.
+* :func:`accuracy_difference`: two accuracies on the same n test images when only their means were
+  kept (the binomial standard errors added as if independent: conservative).
 * :func:`independent_difference`: two sets of independent runs (e.g. seeds of two methods): the
   difference of the means with Welch's standard error.
 * :func:`describe`: "+0.010 ± 0.020 (2 SE), within two standard errors", the form every page uses.
@@ -66,6 +68,19 @@ def independent_difference(a: Sequence[float], b: Sequence[float]) -> Difference
     else:
         se = float(math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
     return Difference(float(a.mean() - b.mean()), se, int(a.size + b.size))
+
+
+def accuracy_difference(p_a: float, p_b: float, n: int) -> Difference:
+    """p_a − p_b for two accuracies (fractions) measured on the same ``n`` test images when only the
+    means were kept: the standard error √(p_a(1−p_a)/n + p_b(1−p_b)/n) treats the two as independent,
+    which overstates it when the models err on the same images (conservative for a verdict)."""
+    for name, value in (("p_a", p_a), ("p_b", p_b)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must be an accuracy in [0, 1], got {value!r}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive number of test images, got {n!r}")
+    se = math.sqrt(p_a * (1 - p_a) / n + p_b * (1 - p_b) / n)
+    return Difference(float(p_a - p_b), se, n)
 
 
 def acr_difference(a: pd.DataFrame, b: pd.DataFrame) -> Difference:

@@ -360,8 +360,10 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
     the first ``n_test`` test images under the named ``protocol`` of :data:`rs_lib.evaluate.PROTOCOLS`,
     at the run's training radius (or ``eps``). Computed once, then read from the run directory.
 
-    Returns ``{"clean": ..., "robust": ..., "label": protocol label, "n": n_test}`` (fractions), plus
-    ``"adbd"`` (RayS's mean l-inf boundary distance of the correct examples) for ``protocol="rays"``.
+    Returns ``{"clean": ..., "robust": ..., "label": protocol label, "n": n_test, "checks": [...]}``
+    (fractions; ``checks``: AutoAttack's sanity-check warnings, `evaluate.RobustAccuracy.checks`), plus
+    ``"adbd"`` (RayS's mean l-inf boundary distance of the correct examples) for ``protocol="rays"`` and
+    ``"stages"`` (robust accuracy after each AutoAttack attack) for the AutoAttack protocols.
     """
     from .. import data, evaluate
 
@@ -370,12 +372,16 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
     check.choice("which", which, ("best", "last"))
     eps = run.config.eval_params["eps"] if eps is None else check.positive("eps", eps)
     params = {"protocol": protocol, "n_test": n_test, "which": which, "eps": eps}
+    if protocol.startswith("autoattack"):
+        params["checks"] = 1  # results cached before the sanity checks were recorded are recomputed
 
     def compute() -> dict[str, Any]:
         model = run.load_model(which, device=device)
         test = data.load(run.config.dataset, "test", n=n_test)
         result = evaluate.robust_accuracy(model, test, eps=eps, protocol=protocol)
-        out = {"clean": result.clean_accuracy, "robust": result.accuracy, "label": result.label, "n": n_test}
+        out = {"clean": result.clean_accuracy, "robust": result.accuracy, "label": result.label, "n": n_test,
+               "checks": list(result.checks)}
+        out.update({} if result.stages is None else {"stages": result.stages})
         return out if result.adbd is None else {**out, "adbd": result.adbd}
 
     return run.cached("robustness", params, compute)
