@@ -126,9 +126,10 @@ class TrainConfig:
         return methods_mod.method_config(self.method, self.method_params)
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved configuration: method parameters with their defaults filled in."""
+        """The resolved configuration: method parameters with their defaults filled in (options added
+        later only when set: `methods.resolved_params`)."""
         out = dataclasses.asdict(self)
-        out["method_params"] = dataclasses.asdict(self.method_cfg)
+        out["method_params"] = methods_mod.resolved_params(self.method_cfg)
         return out
 
     def replace(self, **changes: Any) -> TrainConfig:

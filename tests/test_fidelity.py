@@ -292,3 +292,23 @@ def test_certify_equals_cohens_certify_written_out():
         assert got[0] == want[0] and got[1] == pytest.approx(want[1], rel=1e-9, abs=1e-12)
         outcomes.append(got[0] == ABSTAIN)
     assert any(outcomes) and not all(outcomes)  # both branches were compared
+
+
+# ------------------------------------------------------------- stored runs keep their hash
+@pytest.mark.parametrize("method,option,value", [("fast_at", "clamp_start", False), ("pgd_at", "clamp_start", False),
+                                                 ("gradalign", "backprop_clean", True),
+                                                 ("smoothadv_pgd", "step_order", "clamp_renorm")])
+def test_new_options_leave_the_store_hash_of_earlier_runs_unchanged(method, option, value):
+    """An option added after runs were stored is recorded only when set, so at its default the
+    resolved parameters (and the run's store hash) are what they were before the option existed."""
+    from rs_lib import store
+    from rs_lib.train import TrainConfig
+
+    plain = TrainConfig(method=method, dataset="synthetic", model="small_cnn")
+    assert option not in plain.to_dict()["method_params"]
+    assert store.config_hash(plain.to_dict()) == store.config_hash(
+        TrainConfig(method=method, dataset="synthetic", model="small_cnn", method_params={option: getattr(
+            plain.method_cfg, option)}).to_dict())
+    changed = TrainConfig(method=method, dataset="synthetic", model="small_cnn", method_params={option: value})
+    assert changed.to_dict()["method_params"][option] == value
+    assert store.config_hash(changed.to_dict()) != store.config_hash(plain.to_dict())

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from .. import _validate as check
 from .. import attacks
-from . import Passes, StepContext, StepOutput, mode, register, scalar
+from . import Passes, StepContext, StepOutput, added_option, mode, register, scalar
 
 EPS = 0.031  # BS paper §5 (all datasets); the BS and TRADES codes' value
 ATTACK_MODES = ("eval", "train")
@@ -105,7 +105,7 @@ class ATConfig(AdversarialConfig):
     step_size: float = _px(2)
     steps: int = 10
     random_start: bool = True
-    clamp_start: bool = True
+    clamp_start: bool = added_option(True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,8 +160,8 @@ class GradAlignConfig(AdversarialConfig):
     random_start: bool = True
     lam: float = 0.2
     lam_rule: str = "fixed"
-    clamp_start: bool = True
-    backprop_clean: bool = False
+    clamp_start: bool = added_option(True)
+    backprop_clean: bool = added_option(False)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from .. import _validate as check
 from .. import attacks
-from . import Passes, StepContext, StepOutput, mode, register, scalar
+from . import Passes, StepContext, StepOutput, added_option, mode, register, scalar
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ class SmoothAdvConfig:
     estimator: str = "plugin"
     gamma: float = 0.05
     levels: int | None = 256
-    step_order: str = "project_clamp"
+    step_order: str = added_option("project_clamp")
 
     def __post_init__(self) -> None:
         _check_sigma_m(self.sigma, self.num_noise)
