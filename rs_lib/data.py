@@ -18,6 +18,12 @@ Splits: 'val' is a held-out part of the official training set chosen by a fixed 
 reference code selects checkpoints on test data, we do not), 'train' is the rest, 'test' the
 official test set. ``n`` takes a prefix, so smaller subsets are nested in larger ones.
 
+Run identity: ``fingerprint(name, root=...)`` is a digest of the files a run's training split is
+read from (of the generated tensors for ``synthetic``), part of every run's store key, so a run
+trained on one data folder is never returned for another.  File digests are cached per (path,
+size, mtime) in ``$RS_CACHE`` (default ``~/.cache/rs_lib``), so after the first time it costs a
+``stat`` per file.
+
 Reproducible epochs: build one generator per epoch, ``epoch_generator(seed, epoch)``, and pass it
 to ``batches``; epoch e's batches then depend on (seed, e) only, so resuming after a checkpoint
 needs no RNG state (skip finished batches of a partial epoch with ``itertools.islice``).
@@ -27,6 +33,8 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
+import json
 import math
 import os
 import pickle
@@ -377,12 +385,16 @@ def _files(name: str, part: str, directory: Path) -> list[Path] | None:
 
 
 def _search_dirs(name: str, base: Path | None) -> tuple[Path, list[Path]]:
-    if base is None:
-        base = Path(os.environ["RS_DATA"]) if os.environ.get("RS_DATA") else REPO_DATA
+    """Where ``name`` is looked for.  A root given explicitly is searched alone (never a silent
+    fallback to the system copy); ``$RS_DATA`` and ``<repo>/data`` fall back to it."""
+    if base is not None:
+        return base, [base / s for s in _SUBDIRS[name]] + [base]
+    base = Path(os.environ["RS_DATA"]) if os.environ.get("RS_DATA") else REPO_DATA
     return base, [base / s for s in _SUBDIRS[name]] + [base, *SYSTEM_DIRS.get(name, ())]
 
 
 def _locate(name: str, part: str, base: Path | None, download: bool) -> Path:
+    explicit = base is not None
     base, dirs = _search_dirs(name, base)
     found = next((d for d in dirs if _files(name, part, d)), None)
     if found is None and download and name in ("mnist", "fashion-mnist", "cifar10", "cifar100"):
@@ -394,8 +406,9 @@ def _locate(name: str, part: str, base: Path | None, download: bool) -> Path:
                   "train/ and test/ (or val/)" if name == "imagefolder" else
                   "wnids.txt, train/ and val/val_annotations.txt" if name == "tiny-imagenet" else
                   ", ".join(_CIFAR_FILES[name, part]))
+        where = f" in the data root {str(base)!r} given explicitly" if explicit else ""
         raise DatasetNotFoundError(
-            f"{name} not found (no {wanted}); searched:\n" + "".join(f"  {d}\n" for d in dirs)
+            f"{name} not found{where} (no {wanted}); searched:\n" + "".join(f"  {d}\n" for d in dirs)
             + f"To get it: {_HOW_TO_GET[name]}\n(or point root= or $RS_DATA at a folder with it)")
     return found
 
@@ -411,6 +424,90 @@ def _download_with_torchvision(name: str, base: Path) -> None:
     except Exception as error:  # offline, proxy, checksum: all end the same way for the user
         raise DatasetNotFoundError(f"downloading {name} into {base} failed: {error}\n"
                                    f"To get it: {_HOW_TO_GET[name]}") from error
+
+
+# --- run identity: the data fingerprint -------------------------------------------------------
+
+def fingerprint(name: str, *, root: str | Path | None = None, seed: int = 0) -> str:
+    """A digest (16 hex digits) of the data a training run on ``name`` reads: the files of its
+    training part (train and val both come from them), found as in :func:`load`, or, for
+    ``synthetic*``, the generated tensors.  File names enter without their folder, so a copy of
+    the same files elsewhere has the same fingerprint.  Raises :class:`DatasetNotFoundError` when
+    the files are missing (a planner without the data can catch it)."""
+    info = dataset_info(name, root=root)
+    base = check.directory("root", root) if root is not None else None
+    check.integer("seed", seed, low=0, high=2**32 - 1)
+    digest = hashlib.sha256(f"{info.name}\0".encode())
+    if info.name.startswith("synthetic"):
+        images, labels = _synthetic_part(info.name, "train", seed)
+        digest.update(images.numpy().tobytes())
+        digest.update(labels.numpy().tobytes())
+        return digest.hexdigest()[:16]
+    directory = base if name == "imagefolder" else _locate(name, "train", base, False)
+    files = _files(name, "train", directory)
+    if files is None:
+        _locate(name, "train", base, False)  # raises with the message
+    cache = _FingerprintCache.load()
+    for f in files:
+        members = sorted(p for p in f.rglob("*") if p.is_file()) if f.is_dir() else [f]
+        for member in members:
+            label = member.relative_to(f.parent) if f.is_dir() else Path(member.name)
+            digest.update(f"{label.as_posix()}\0{cache.digest(member)}\0".encode())
+    cache.save()
+    return digest.hexdigest()[:16]
+
+
+class _FingerprintCache:
+    """SHA-256 of data files keyed by (resolved path, size, mtime), kept in one JSON file; an
+    unreadable or unwritable cache only costs recomputation."""
+
+    _memory: dict[str, str] = {}
+
+    def __init__(self, path: Path, entries: dict[str, str]) -> None:
+        self.path, self.entries, self.changed = path, entries, False
+
+    @classmethod
+    def load(cls) -> _FingerprintCache:
+        base = Path(os.environ["RS_CACHE"]) if os.environ.get("RS_CACHE") else Path.home() / ".cache" / "rs_lib"
+        path = base / "data_fingerprints.json"
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError):
+            entries = {}
+        return cls(path, entries if isinstance(entries, dict) else {})
+
+    def digest(self, path: Path) -> str:
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in self.entries and key in self._memory:
+            self.entries[key], self.changed = self._memory[key], True
+        if key not in self.entries:
+            sha = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    sha.update(block)
+            self.entries[key] = sha.hexdigest()
+            self.changed = True
+        type(self)._memory[key] = self.entries[key]
+        return self.entries[key]
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        from .store import atomic_write_bytes
+        for key in list(self.entries):  # forget files rewritten or removed since
+            name, size, mtime = key.rsplit("|", 2)
+            try:
+                stat = os.stat(name)
+                stale = (stat.st_size, stat.st_mtime_ns) != (int(size), int(mtime))
+            except (OSError, ValueError):
+                stale = True
+            if stale:
+                del self.entries[key]
+        try:
+            atomic_write_bytes(self.path, json.dumps(self.entries, indent=0).encode())
+        except OSError:
+            pass
 
 
 # --- reading files ----------------------------------------------------------------------------
@@ -459,22 +556,33 @@ def _parse(name: str, part: str, stamp: tuple[tuple[str, int], ...],
 
 def read_idx(path: str | Path) -> np.ndarray:
     """A uint8 IDX file (``.gz`` or plain) as a writable array of its stated dimensions."""
-    raw = gzip.decompress(Path(path).read_bytes()) if str(path).endswith(".gz") \
-        else Path(path).read_bytes()
+    fix = "replace it with a good copy (e.g. re-download the dataset)"
+    try:
+        raw = gzip.decompress(Path(path).read_bytes()) if str(path).endswith(".gz") \
+            else Path(path).read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise ValueError(f"{path} is not a readable gzip file ({err}); {fix}") from None
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()})")
+        raise ValueError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()}); {fix}")
     ndim = raw[3]
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != math.prod(dims):
-        raise ValueError(f"{path}: header says {dims} but holds {data.size} values (truncated?)")
+        raise ValueError(f"{path}: header says {dims} but holds {data.size} values (truncated?); {fix}")
     return data.reshape(dims).copy()
 
 
 def _unpickle(path: Path) -> dict:
     # The CIFAR format is a pickle; only load files you trust (as with torchvision).
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} is not a readable CIFAR batch ({err}); replace it with a good copy "
+                         "(python -m rs_lib data --download ...)") from None
+    if not isinstance(batch, dict) or b"data" not in batch:
+        raise ValueError(f"{path} is not a CIFAR batch (no b'data' entry); replace it with a good copy")
+    return batch
 
 
 def _imagefolder_info(root: Path) -> DatasetInfo:

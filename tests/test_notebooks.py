@@ -12,7 +12,9 @@ import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from rs_lib import book
+from rs_lib import _record, book
+
+from helpers import assert_lookups_equal_plan
 
 SOURCES = sorted(book.NOTEBOOK_DIR.glob("*.ipynb"))
 IDS = [p.stem for p in SOURCES]
@@ -29,7 +31,9 @@ def _code_lines(source: str) -> list[str]:
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", SOURCES, ids=IDS)
-def test_notebook_runs_in_smoke_profile(path, tmp_path, results_root):
+def test_notebook_runs_in_smoke_profile(path, tmp_path, results_root, monkeypatch):
+    record = tmp_path / "keys.jsonl"
+    monkeypatch.setenv(_record.ENV, str(record))
     executed = book.execute_notebook(path, profile="smoke", device="cpu", output_dir=tmp_path / "out",
                                      progress=False, threads=1)
     nb = nbformat.read(str(executed), as_version=4)
@@ -37,6 +41,8 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path, results_root):
               if o.get("output_type") == "error"]
     assert not errors
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    # The runs and results the notebook looked up in the store are exactly its plan's (issue 9).
+    assert_lookups_equal_plan(path.stem, "smoke", record)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=IDS)
