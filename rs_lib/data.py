@@ -20,7 +20,8 @@ official test set. ``n`` takes a prefix, so smaller subsets are nested in larger
 
 Run identity: ``fingerprint(name, root=...)`` is a digest of the files a run's training split is
 read from (of the generated tensors for ``synthetic``), part of every run's store key, so a run
-trained on one data folder is never returned for another.  File digests are cached per (path,
+trained on one data folder is never returned for another; without the files, the published
+checksums of the official release stand in for them.  File digests are cached per (path,
 size, mtime) in ``$RS_CACHE`` (default ``~/.cache/rs_lib``), so after the first time it costs a
 ``stat`` per file.
 
@@ -431,35 +432,70 @@ def _download_with_torchvision(name: str, base: Path) -> None:
 def fingerprint(name: str, *, root: str | Path | None = None, seed: int = 0) -> str:
     """A digest (16 hex digits) of the data a training run on ``name`` reads: the files of its
     training part (train and val both come from them), found as in :func:`load`, or, for
-    ``synthetic*``, the generated tensors.  File names enter without their folder, so a copy of
-    the same files elsewhere has the same fingerprint.  Raises :class:`DatasetNotFoundError` when
-    the files are missing (a planner without the data can catch it)."""
+    ``synthetic*``, the generated tensors.  Each file enters as (name without its folder, MD5 of
+    its bytes), so a copy of the same files elsewhere has the same fingerprint.
+
+    When the files are missing and no ``root`` was given, a dataset with published checksums
+    (torchvision's MD5 lists of the official MNIST, Fashion-MNIST, CIFAR-10/100 files) gets the
+    fingerprint of its official files: a machine without the data (a planner, or a laptop
+    rendering a store copied from a GPU box) finds the runs trained on the official release, and
+    files whose bytes differ (e.g. Debian's recompressed Fashion-MNIST) have their own.  Otherwise
+    raises :class:`DatasetNotFoundError` (a planner can catch it)."""
     info = dataset_info(name, root=root)
     base = check.directory("root", root) if root is not None else None
     check.integer("seed", seed, low=0, high=2**32 - 1)
-    digest = hashlib.sha256(f"{info.name}\0".encode())
     if info.name.startswith("synthetic"):
+        digest = hashlib.sha256(f"{info.name}\0".encode())
         images, labels = _synthetic_part(info.name, "train", seed)
         digest.update(images.numpy().tobytes())
         digest.update(labels.numpy().tobytes())
         return digest.hexdigest()[:16]
-    directory = base if name == "imagefolder" else _locate(name, "train", base, False)
+    try:
+        directory = base if name == "imagefolder" else _locate(name, "train", base, False)
+    except DatasetNotFoundError:
+        official = official_train_md5(name)
+        if base is not None or official is None:
+            raise
+        return _combine(info.name, official)
     files = _files(name, "train", directory)
     if files is None:
         _locate(name, "train", base, False)  # raises with the message
     cache = _FingerprintCache.load()
+    entries = []
     for f in files:
         members = sorted(p for p in f.rglob("*") if p.is_file()) if f.is_dir() else [f]
-        for member in members:
-            label = member.relative_to(f.parent) if f.is_dir() else Path(member.name)
-            digest.update(f"{label.as_posix()}\0{cache.digest(member)}\0".encode())
+        entries += [((member.relative_to(f.parent) if f.is_dir() else Path(member.name)).as_posix(),
+                     cache.digest(member)) for member in members]
     cache.save()
+    return _combine(info.name, entries)
+
+
+def _combine(name: str, entries: Sequence[tuple[str, str]]) -> str:
+    digest = hashlib.sha256(f"{name}\0".encode())
+    for label, md5 in entries:
+        digest.update(f"{label}\0{md5}\0".encode())
     return digest.hexdigest()[:16]
 
 
+def official_train_md5(name: str) -> list[tuple[str, str]] | None:
+    """(file name, MD5) of the official release's training files, from torchvision's own lists,
+    in the order :func:`fingerprint` reads them; None for a dataset without published checksums."""
+    from torchvision import datasets
+
+    if name in ("mnist", "fashion-mnist"):
+        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+        md5 = dict(cls.resources if isinstance(cls.resources[0], tuple) else
+                   [(url.rsplit("/", 1)[-1], h) for url, h in cls.resources])
+        return [(f, md5[f]) for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")]
+    if name in ("cifar10", "cifar100"):
+        md5 = dict((datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100).train_list)
+        return [(f, md5[f]) for f in _CIFAR_FILES[name, "train"]]
+    return None
+
+
 class _FingerprintCache:
-    """SHA-256 of data files keyed by (resolved path, size, mtime), kept in one JSON file; an
-    unreadable or unwritable cache only costs recomputation."""
+    """MD5 of data files (the digest the datasets' publishers list) keyed by (resolved path, size,
+    mtime), kept in one JSON file; an unreadable or unwritable cache only costs recomputation."""
 
     _memory: dict[str, str] = {}
 
@@ -469,7 +505,7 @@ class _FingerprintCache:
     @classmethod
     def load(cls) -> _FingerprintCache:
         base = Path(os.environ["RS_CACHE"]) if os.environ.get("RS_CACHE") else Path.home() / ".cache" / "rs_lib"
-        path = base / "data_fingerprints.json"
+        path = base / "data_md5.json"
         try:
             entries = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -482,11 +518,11 @@ class _FingerprintCache:
         if key not in self.entries and key in self._memory:
             self.entries[key], self.changed = self._memory[key], True
         if key not in self.entries:
-            sha = hashlib.sha256()
+            md5 = hashlib.md5(usedforsecurity=False)
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
-                    sha.update(block)
-            self.entries[key] = sha.hexdigest()
+                    md5.update(block)
+            self.entries[key] = md5.hexdigest()
             self.changed = True
         type(self)._memory[key] = self.entries[key]
         return self.entries[key]

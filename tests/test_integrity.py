@@ -79,9 +79,11 @@ def _fake_fmnist(folder: Path, seed: int, *, n_train: int = 200, n_test: int = 4
 FM = dict(dataset="fashion-mnist", model="lenet", epochs=1, batch_size=50, n_val=16, augment=False)
 
 
-# =============================================================================================
+# ======================================================================================
+
 # Bad-input battery, CLI (in process)
-# =============================================================================================
+# ======================================================================================
+
 
 def _cli(argv: list[str], capsys, *names: str) -> str:
     """Run the CLI; assert exit 2, one 'error:' message naming each of ``names``, no traceback,
@@ -306,9 +308,11 @@ def test_cli_user_errors_end_in_one_line_without_traceback_end_to_end(tmp_path, 
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
-# =============================================================================================
+# ======================================================================================
+
 # Bad-input battery, Python API
-# =============================================================================================
+# ======================================================================================
+
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
@@ -419,9 +423,11 @@ def test_torn_metrics_line_in_the_middle_blocks_a_resume_naming_file_and_line(ru
         run_training(TrainConfig(**TINY), device="cpu", progress=False)
 
 
-# =============================================================================================
+# ======================================================================================
+
 # Fault battery: a finished run damaged in turn
-# =============================================================================================
+# ======================================================================================
+
 
 ARTEFACTS = ["checkpoint_best.pt", "checkpoint_last.pt", "config.json", "summary.json", "metrics.jsonl",
              "manifest.json"]
@@ -503,9 +509,11 @@ def test_swapped_data_folder_gives_another_run_and_leaves_the_first(tmp_path):
     assert env["data_fingerprint"] == data.fingerprint("fashion-mnist", root=folder)
 
 
-# =============================================================================================
+# ======================================================================================
+
 # Run identity
-# =============================================================================================
+# ======================================================================================
+
 
 def test_two_data_folders_give_two_runs_each_read_back_as_its_own(tmp_path, monkeypatch):
     a, b = _fake_fmnist(tmp_path / "a", 0), _fake_fmnist(tmp_path / "b", 1)
@@ -527,7 +535,7 @@ def test_two_data_folders_give_two_runs_each_read_back_as_its_own(tmp_path, monk
 def test_fingerprint_follows_the_bytes_and_is_cached_per_file(tmp_path):
     folder = _fake_fmnist(tmp_path / "fm", 0)
     first = data.fingerprint("fashion-mnist", root=folder)
-    cache = json.loads((tmp_path / "cache" / "data_fingerprints.json").read_text())
+    cache = json.loads((tmp_path / "cache" / "data_md5.json").read_text())
     mine = sorted(Path(k.rsplit("|", 2)[0]).name for k in cache if k.startswith(str(folder.resolve())))
     assert mine == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]  # what training reads
     assert data.fingerprint("fashion-mnist", root=folder) == first
@@ -542,3 +550,23 @@ def test_env_records_code_version_and_data_fingerprint(run_copy):
     env = json.loads(run_copy.dir.file("env.json").read_text())
     assert env["data_fingerprint"] == data.fingerprint("synthetic")
     assert env["code"]["rs_lib"] and len(env["code"].get("git_commit", "x" * 40)) == 40
+
+
+def test_fingerprint_without_the_files_is_that_of_the_published_release(tmp_path, monkeypatch):
+    """A machine without the data (a planner, a laptop rendering a copied store) computes the key
+    of runs trained on files whose MD5s are the published ones; an explicit root never falls back."""
+    import hashlib
+
+    folder = _fake_fmnist(tmp_path / "fm", 0)
+    published = [(name, hashlib.md5((folder / name).read_bytes()).hexdigest())
+                 for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")]
+    monkeypatch.setattr(data, "official_train_md5", lambda name: published)
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+    monkeypatch.setenv("RS_DATA", str(tmp_path / "nowhere"))
+    assert data.fingerprint("fashion-mnist") == data.fingerprint("fashion-mnist", root=folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.DatasetNotFoundError):
+        data.fingerprint("fashion-mnist", root=tmp_path / "empty")
+    monkeypatch.setattr(data, "official_train_md5", lambda name: None)
+    with pytest.raises(data.DatasetNotFoundError):
+        data.fingerprint("fashion-mnist")
