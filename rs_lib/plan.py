@@ -237,8 +237,10 @@ def _noise_training(p: _Plan) -> None:
         p.evaluate(cfg, label, "noisy_accuracy", images=s.n_test, samples=s.n_test * len(s.eval_sigmas))
 
 
-def _robust(p: _Plan, cfg: TrainConfig, label: str, protocol: str, n_test: int, which: str = "best") -> None:
-    p.evaluate(cfg, label, "robustness", images=n_test, protocol=protocol, n_test=n_test, which=which)
+def _robust(p: _Plan, cfg: TrainConfig, label: str, protocol: str, n_test: int, which: str = "best",
+            eps: float | None = None) -> None:
+    extra = {} if eps is None else {"eps": eps}
+    p.evaluate(cfg, label, "robustness", images=n_test, protocol=protocol, n_test=n_test, which=which, **extra)
 
 
 def _bs_loss_increment(p: _Plan) -> None:
@@ -274,7 +276,8 @@ def _bs_comparison(p: _Plan) -> None:
             _robust(p, cfg, label, first, s.test_protocols[first], "last")
     for method in s.aa_methods:
         cfg = bs.train_config(s, method)
-        for protocol in (s.aa_protocol, first, *([s.rays_protocol] if s.rays_protocol else [])):
+        _robust(p, cfg, bs.LABELS[method], s.aa_protocol, s.aa_n_test, eps=s.aa_eps)  # paper: at 8/255
+        for protocol in (first, *([s.rays_protocol] if s.rays_protocol else [])):
             _robust(p, cfg, bs.LABELS[method], protocol, s.aa_n_test)
     for eps in s.extra_eps:
         for method in s.extra_eps_methods:
@@ -309,6 +312,9 @@ def _bs_ablations(p: _Plan) -> None:
     configs.update({f"{name} {k} points": bs.train_config(s, "backward_smoothing", num_points=k)
                     for k in s.num_points_grid})
     configs.update({bs.LABELS[m]: bs.train_config(s, m) for m in s.variant_methods})
+    if "backward_smoothing_pgd" in s.variant_methods:  # Table 15 with the appendix's literal target too
+        configs[f"{bs.LABELS['backward_smoothing_pgd']} literal"] = bs.train_config(
+            s, "backward_smoothing_pgd", target="literal")
     for label, cfg in configs.items():
         _robust(p, cfg, label, s.test_protocol, s.n_test)
 
