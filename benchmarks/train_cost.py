@@ -75,11 +75,18 @@ class Clock:
 
 
 def train_iteration(model: nn.Module, opt: torch.optim.Optimizer, name: str, cfg, x: torch.Tensor,
-                    y: torch.Tensor, ctx: StepContext) -> None:
-    out = methods.METHODS[name].objective(model, x, y, cfg, ctx)
+                    y: torch.Tensor, ctx: StepContext, scaler: torch.amp.GradScaler | None = None) -> None:
+    """One step as the training loop takes it; with ``scaler``, AMP (float16 autocast + loss scaling)."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.float16, enabled=scaler is not None):
+        out = methods.METHODS[name].objective(model, x, y, cfg, ctx)
     opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    opt.step()
+    if scaler is None:
+        out.loss.backward()
+        opt.step()
+        return
+    scaler.scale(out.loss).backward()
+    scaler.step(opt)
+    scaler.update()
 
 
 def measured_passes(model: nn.Module, name: str, cfg, x: torch.Tensor, y: torch.Tensor,
