@@ -42,7 +42,13 @@ def test_bs_ablations_answers_bs_alone_with_fast_trades_and_names_both_pgd_targe
     code, markdown = _text("bs_ablations", "code"), _text("bs_ablations", "markdown")
     assert 'compare("fast_trades", "bs_alone"' in code
     assert "the appendix's squared\n  y-logit form" not in markdown
-    assert "target='shifted'" in markdown and "target='literal'" in markdown and 'target="literal"' in code
+    assert "target='shifted'" in markdown and "target='literal'" in markdown and 'RUNS["literal"]' in code
+    from rs_lib import profiles
+    from rs_lib.presets import backward_smoothing as bs
+
+    runs = bs.ablation_runs(profiles.resolve("bs_ablations", "cpu"))
+    assert runs["literal"]["backward_smoothing_pgd"].method_cfg.target == "literal"
+    assert runs["variants"]["backward_smoothing_pgd"].method_cfg.target == "shifted"
 
 
 def test_bs_hessian_markdown_has_no_tab_and_weights_at_three_points():
