@@ -11,8 +11,8 @@ On CIFAR-shaped data (3x32x32, 10 classes, generated):
   ours (``Smooth.certify_batch``), a reference-style loop (Cohen et al.'s ``core.py`` semantics: one
   input at a time, a host copy and NumPy counting per batch; ``certify_throughput.reference_certify``)
   and the raw forward pass at the same batch, the median of ``--repeats`` round-robin runs;
-* **peak GPU memory** of each training row (one iteration after a reset of the peak counter) and of
-  certification.
+* **peak GPU memory** of each training row's first iteration (activations, gradients, optimiser
+  state: the peak above what was allocated before it) and of one certification.
 
 Writes ``benchmarks/gpu_check.json`` (``--out``) in the format the sweep's cost table reads:
 ``{"device", "torch", "train": {"resnet18/<method>[/amp]": {"s_per_iter", "batch_size"}},
@@ -65,15 +65,17 @@ def build(name: str, device: torch.device) -> torch.nn.Module:
 
 
 def record_peak(out: dict, key: str, device: torch.device, fn: Callable[[], object]) -> None:
-    """Run ``fn``; on a GPU, record its peak allocated memory as ``out["peak_memory_gib"][key]``."""
+    """Run ``fn``; on a GPU, record as ``out["peak_memory_gib"][key]`` the peak memory it allocated
+    above what was allocated before it (the other rows' models stay resident meanwhile)."""
     if device.type != "cuda":
         fn()
         return
     torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     fn()
     torch.cuda.synchronize(device)
-    out["peak_memory_gib"][key] = torch.cuda.max_memory_allocated(device) / GIB
+    out["peak_memory_gib"][key] = (torch.cuda.max_memory_allocated(device) - before) / GIB
 
 
 def train_rows(args: argparse.Namespace, device: torch.device, out: dict) -> None:

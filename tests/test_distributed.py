@@ -4,6 +4,7 @@ resume after a kill, bad world sizes are errors before anything is written, and 
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,14 @@ def _torchrun(tmp_path: Path, configs: list[dict], root: Path, *, kill_after_epo
         spec = tmp_path / f"spec-{len(list(tmp_path.glob('spec-*')))}.json"
         spec.write_text(json.dumps({"root": str(root), "configs": configs, "kill_after_epoch": kill_after_epoch}))
         cmd += [str(WORKER), str(spec)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)   # the agent and its workers, none left behind
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +146,8 @@ def test_world_from_env_reads_torchrun_variables_and_rejects_bad_ones():
 
 def test_submitit_slurm_job_exports_the_same_variables(monkeypatch):
     for name in distributed.ENV_VARS + ("LOCAL_WORLD_SIZE",):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")   # recorded, so that the teardown removes what submitit exports
+        monkeypatch.delenv(name)
     slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8",
              "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]",
              "SLURM_PROCID": "5", "SLURM_LOCALID": "1"}
@@ -146,6 +155,7 @@ def test_submitit_slurm_job_exports_the_same_variables(monkeypatch):
         monkeypatch.setenv(k, v)
     world = distributed.world_from_env()
     assert world == distributed.World(rank=5, size=8, local_rank=1)
+    assert os.environ["WORLD_SIZE"] == "8"
     assert os.environ["MASTER_ADDR"] == "gpu07" and int(os.environ["MASTER_PORT"]) > 0
 
 
