@@ -117,7 +117,7 @@ def test_the_paper_plans_cover_both_chapters_their_models_and_job_kinds():
     assert {("resnet18", "cifar10"), ("resnet110", "cifar10"), ("lenet", "mnist"), ("wrn34_10", "cifar10"),
             ("resnet50", "tiny-imagenet"), ("resnet18", "cifar100")} <= models
     trained = {p[1] for p in REPS if p[0] == "train"}
-    assert {"backward_smoothing", "trades", "pgd_at", "fast_at", "gradalign", "gaussian", "smoothadv_pgd",
+    assert {"backward_smoothing", "trades", "pgd_at", "fast_at", "gradalign_bs", "gaussian", "smoothadv_pgd",
             "smoothmix", "macer", "consistency", "stability", "standard"} <= trained
     assert {p[1] for p in REPS if p[0] == "evaluate"} >= {"robustness", "empirical", "curvature"}
     assert {p for p in REPS if p[0] == "certify"} == {("certify", "resnet110", "cifar10"),
