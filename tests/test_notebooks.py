@@ -29,9 +29,8 @@ def _code_lines(source: str) -> list[str]:
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", SOURCES, ids=IDS)
-def test_notebook_runs_in_smoke_profile(path, tmp_path, results_root):
-    executed = book.execute_notebook(path, profile="smoke", device="cpu", output_dir=tmp_path / "out",
-                                     progress=False, threads=1)
+def test_notebook_runs_in_smoke_profile(path, smoke_executed):
+    executed = smoke_executed(path.stem)  # once per session: tests/test_site.py builds the site from it
     nb = nbformat.read(str(executed), as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
