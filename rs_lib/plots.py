@@ -13,7 +13,11 @@ THEME = dict(style="whitegrid", context="notebook", palette="colorblind")
 
 
 def set_theme() -> None:
-    """The book's single plotting theme (call once at the top of each notebook)."""
+    """The book's single look (call once at the top of each notebook): the seaborn theme of every
+    figure, and tables shown as a reader sees them (:func:`rs_lib.report.use_reader_tables`)."""
+    from .report import use_reader_tables
+
+    use_reader_tables()
     sns.set_theme(**THEME, rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold",
                                "figure.figsize": (7.0, 4.0)})
 
@@ -304,6 +308,8 @@ def captioned(frame: pd.DataFrame, scale: str, *, digits: int = 3, paper_setting
     """Display a notebook table with its scale line (and the setting of the paper's numbers in it) under it."""
     from IPython.display import Markdown, display
 
-    display(frame.round(digits))
+    from .report import reader_table
+
+    display(reader_table(frame, digits=digits))
     note = scale if paper_setting is None else f"{scale} Paper columns: {paper_setting}."
     display(Markdown(f"*{note}*"))

@@ -134,12 +134,13 @@ async ({mainSelector, sidebarSelector}) => {
   for (const el of main.querySelectorAll('*')) {
     if (el.closest('mjx-container')) continue;            // a formula's glyphs lie inside its own box
     if (el.closest('pre') && el.tagName !== 'PRE') continue;  // a code line: its block is checked
+    if (!el.checkVisibility()) continue;                      // not shown (e.g. code behind a toggle)
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
     if (el.tagName === 'PRE' && el.scrollWidth > el.clientWidth + 1) {
       wide.push({el, width: el.scrollWidth, what: 'code that scrolls sideways'});
       continue;
     }
-    const r = el.getBoundingClientRect();
-    if (r.width === 0 || r.height === 0) continue;
     if (r.width > innerWidth + 1 || r.right > textRight + 1) {
       // Report the outermost offender only: its children are wide because it is.
       if (!wide.some(w => w.el.contains(el))) wide.push({el, width: Math.round(r.width), what: 'element'});

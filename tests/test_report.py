@@ -1,0 +1,59 @@
+"""rs_lib.report: tables as a reader sees them (no index, no NaN) and the shared training summary."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rs_lib import report
+
+
+def _run(epochs, acc, seconds, forward):
+    return SimpleNamespace(summary={"epochs": epochs, "last": {"val_clean_acc": acc},
+                                    "train_time_total": seconds,
+                                    "passes_per_iteration": {"forward": forward, "backward": 1}})
+
+
+def test_reader_table_has_no_index_column_and_a_dash_for_nan_explained_in_the_caption():
+    frame = pd.DataFrame({"ours": [0.12345, np.nan], "paper": [np.nan, 45.2]}, index=["AT", "BS"])
+    html = report.reader_table(frame, digits=2, caption="Table 2.").to_html()
+    assert "nan" not in html.lower().replace("dataframe", "")
+    assert html.count(report.DASH) >= 3  # two cells and the note
+    assert "Table 2. " + report.DASH_NOTE in html
+    assert ">AT<" in html and ">0.12<" in html
+    assert "row_heading" not in html and "index_name" not in html  # no index column
+
+
+def test_reader_table_drops_a_plain_range_index_and_flattens_column_levels():
+    frame = pd.DataFrame([[1.0, 2.0]], columns=pd.MultiIndex.from_tuples([("best", "BS"), ("last", "BS")]))
+    flat = report._flat(frame)
+    assert list(flat.columns) == ["best BS", "last BS"]
+    assert report.DASH_NOTE not in report.reader_table(frame).to_html()
+    named = pd.DataFrame({"acr": [0.5]}, index=pd.MultiIndex.from_tuples([("SmoothMix", 0.25)],
+                                                                          names=["method", "sigma"]))
+    assert list(report._flat(named).columns) == ["method", "sigma", "acr"]
+
+
+def test_reader_table_rejects_what_is_not_a_frame_and_bad_digits():
+    with pytest.raises(ValueError, match="frame must be a pandas DataFrame"):
+        report.reader_table([1, 2])
+    with pytest.raises(ValueError, match="digits"):
+        report.reader_table(pd.DataFrame({"a": [1]}), digits=-1)
+
+
+def test_train_table_one_row_per_run_in_order_with_joined_tuple_labels():
+    runs = {("Gaussian", 0.25): _run(3, 0.91, 12.5, 1), ("SmoothMix", 0.25): _run(3, 0.88, 40.0, 5)}
+    table = report.train_table(runs)
+    assert list(table["run"]) == ["Gaussian, 0.25", "SmoothMix, 0.25"]
+    assert list(table["forward passes / iter"]) == [1, 5]
+    assert table.loc[1, "train time (s)"] == 40.0 and table.loc[0, "val clean acc (last)"] == 0.91
+
+
+def test_train_table_rejects_an_empty_mapping_and_a_run_without_summary():
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        report.train_table({})
+    with pytest.raises(ValueError, match=r"runs\['x'\] is not a stored run"):
+        report.train_table({"x": object()})
