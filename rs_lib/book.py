@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,20 @@ def execute_notebook(name: str | Path, *, profile: str, device: str = "auto", ou
     with _environment(OMP_NUM_THREADS=str(n_threads)):
         papermill.execute_notebook(str(path), str(output), parameters=injected, kernel_name=KERNEL,
                                    cwd=str(REPO_ROOT), progress_bar=progress, log_output=False)
+    _hide_injected_parameters(output)
     return output
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    """Put papermill's injected-parameters cell behind a toggle, like the parameters cell it overrides."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
+    nbformat.write(nb, str(path))
 
 
 def toc_pages(toc: str | Path = TOC) -> tuple[str, ...]:

@@ -90,3 +90,55 @@ def train_table(runs: Mapping[str, Any]) -> pd.DataFrame:
                      "train time (s)": summary["train_time_total"],
                      "forward passes / iter": summary["passes_per_iteration"]["forward"]})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ what reproduced, and verdicts
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+NOT_COMPARABLE = "not comparable at this scale"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE)
+
+
+def sign_verdict(ours: float | None, paper: float, *, se: float | None = None) -> str:
+    """Verdict on a claim of the form "A is above B" (``paper`` and ``ours`` are the differences
+    A − B): reproduced when ours has the paper's sign and, given its standard error ``se``, lies
+    beyond two of them; not comparable when ours was not measured at this scale (None or NaN)."""
+    if ours is None or pd.isna(ours):
+        return NOT_COMPARABLE
+    if se is not None and not pd.isna(se) and abs(ours) <= 2 * se:
+        return NOT_REPRODUCED
+    return REPRODUCED if (ours > 0) == (paper > 0) and ours != 0 else NOT_REPRODUCED
+
+
+def within_verdict(ours: float | None, margin: float, *, se: float | None = None) -> str:
+    """Verdict on a claim "A is as good as B" (``ours`` = A − B): reproduced when |ours| is at most
+    ``margin`` (plus two standard errors, given ``se``); not comparable when not measured."""
+    if ours is None or pd.isna(ours):
+        return NOT_COMPARABLE
+    check.non_negative("margin", margin)
+    slack = 0.0 if se is None or pd.isna(se) else 2 * se
+    return REPRODUCED if abs(ours) <= margin + slack else NOT_REPRODUCED
+
+
+def ratio_verdict(ours: float | None, paper: float, *, tolerance: float = 0.25) -> str:
+    """Verdict on a claimed ratio (e.g. a cost ratio): reproduced when ours is within ``tolerance``
+    (relative) of the paper's; not comparable when not measured (None or NaN)."""
+    if ours is None or pd.isna(ours):
+        return NOT_COMPARABLE
+    check.positive("paper", paper)
+    return REPRODUCED if abs(ours / paper - 1) <= tolerance else NOT_REPRODUCED
+
+
+def claim(claim: str, source: str, paper: float, ours: float | None, scale: str, verdict: str) -> dict[str, Any]:
+    """One row of a chapter's "what reproduced" table."""
+    check.choice("verdict", verdict, VERDICTS)
+    return {"claim": claim, "paper's figure/table": source, "paper": paper,
+            "ours": None if ours is None or pd.isna(ours) else ours, "scale": scale, "verdict": verdict}
+
+
+def claims_table(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """The "what reproduced" table of a chapter page (rows from :func:`claim`)."""
+    if not rows:
+        raise ValueError("rows must hold at least one claim")
+    return pd.DataFrame(rows, columns=["claim", "paper's figure/table", "paper", "ours", "scale", "verdict"])

@@ -35,7 +35,8 @@ def test_notebook_runs_in_smoke_profile(path, smoke_executed):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and all("hide-input" in c.metadata["tags"] for c in injected)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=IDS)

@@ -57,3 +57,29 @@ def test_train_table_rejects_an_empty_mapping_and_a_run_without_summary():
         report.train_table({})
     with pytest.raises(ValueError, match=r"runs\['x'\] is not a stored run"):
         report.train_table({"x": object()})
+
+
+@pytest.mark.parametrize("ours, paper, se, expected", [
+    (1.5, 0.2, None, report.REPRODUCED),
+    (-1.5, 0.2, None, report.NOT_REPRODUCED),
+    (1.5, 0.2, 1.0, report.NOT_REPRODUCED),   # within two standard errors
+    (3.0, 0.2, 1.0, report.REPRODUCED),
+    (None, 0.2, None, report.NOT_COMPARABLE),
+    (float("nan"), 0.2, None, report.NOT_COMPARABLE),
+])
+def test_sign_verdict_needs_the_papers_sign_beyond_two_standard_errors(ours, paper, se, expected):
+    assert report.sign_verdict(ours, paper, se=se) == expected
+
+
+def test_ratio_verdict_and_claims_table():
+    assert report.within_verdict(-0.4, 1.0) == report.REPRODUCED
+    assert report.within_verdict(-2.5, 1.0) == report.NOT_REPRODUCED
+    assert report.within_verdict(-2.5, 1.0, se=1.0) == report.REPRODUCED
+    assert report.ratio_verdict(3.2, 2.94) == report.REPRODUCED
+    assert report.ratio_verdict(1.5, 2.94) == report.NOT_REPRODUCED
+    assert report.ratio_verdict(None, 2.94) == report.NOT_COMPARABLE
+    rows = [report.claim("BS above Fast AT", "Table 2", 6.2, None, "cpu", report.NOT_COMPARABLE)]
+    table = report.claims_table(rows)
+    assert list(table.columns)[:3] == ["claim", "paper's figure/table", "paper"] and table.loc[0, "ours"] is None
+    with pytest.raises(ValueError, match="verdict"):
+        report.claim("x", "T", 1.0, 1.0, "cpu", "maybe")
