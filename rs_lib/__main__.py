@@ -1,7 +1,9 @@
-"""Command line: ``python -m rs_lib {train,certify,evaluate,data,book,list} ...``.
+"""Command line: ``python -m rs_lib {train,certify,evaluate,data,book,list,discard} ...``.
 
-Every subcommand validates its arguments before any heavy work and exits with status 2 and a
-one-line message naming the bad argument.
+Every subcommand validates its arguments before any heavy work.  One error path (:func:`main`):
+a user-caused failure (bad argument, missing / unreadable / corrupt / wrong-format file, unwritable
+path, damaged store entry) prints ``error: <what>, <where>, <how to fix>`` and exits with status
+2, without a traceback; a traceback means a bug, or was asked for with ``--debug``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ EPILOG = """examples:
                                                           # robust accuracy table (eps: the run's)
   python -m rs_lib data --download fashion-mnist          # fetch a dataset (needs network)
   python -m rs_lib book --profile cpu                     # execute every notebook, build the site
-results land in results/<experiment>/<config hash>/ (or $RS_RESULTS); a finished run is reused."""
+  python -m rs_lib book --profile paper --device cuda --notebooks noise_training --param epochs=10 --no-build
+                                                          # one chapter, a knob overridden (names checked)
+  python -m rs_lib discard results/adhoc/<hash>           # set a damaged run aside (it is recomputed)
+results land in results/<experiment>/<key>/ (or $RS_RESULTS); a finished, verified run is reused.
+Add --debug anywhere to see the traceback of an error."""
 
 
 def _value(text: str) -> Any:
@@ -38,6 +44,8 @@ def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        if key in out:
+            raise ValueError(f"{flag} {key}= is given twice ({key}={out[key]!r} and {item!r}); give each key once")
         out[key] = _value(value)
     return out
 
@@ -137,38 +145,80 @@ def _add_certify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _load_for_certify(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(TrainConfig, state_dict) of --run/--checkpoint, checked before any heavy work."""
+def _load_for_certify(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(TrainConfig, state_dict, where) of --run/--checkpoint, checked before any heavy work: a
+    run is verified (config hash, sizes, the checkpoint's digest), a file must be a checkpoint."""
     from pathlib import Path
 
     import torch
 
     from . import _validate as check
-    from .train import TrainConfig
+    from . import store
+    from .train import config_from_json
 
     if args.run is not None:
-        run = check.directory("--run", args.run)
         check.choice("--which", args.which, ("best", "last"))
-        path, config_path = run / f"checkpoint_{args.which}.pt", run / "config.json"
-        if not config_path.is_file():
-            raise ValueError(f"--run {str(run)!r} is not a run directory (no config.json)")
-        if not path.is_file():
-            raise ValueError(f"--run {str(run)!r} has no checkpoint_{args.which}.pt (unfinished run?)")
+        rd = store.open_run_dir(args.run)
+        name = f"checkpoint_{args.which}.pt"
+        state, where = rd.load_torch(name), str(rd.path / name)
+        config, config_path = rd.read_json(store.CONFIG), rd.path / store.CONFIG
     else:
         path = Path(args.checkpoint)
         if not path.is_file():
-            raise ValueError(f"--checkpoint {str(path)!r} does not exist")
-        config_path = path.parent / "config.json"
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{str(path)!r} is not an rs_lib checkpoint (no 'model' entry)")
-    if isinstance(state.get("config"), dict):
-        config = state["config"]
-    elif config_path.is_file():
-        config = json.loads(config_path.read_text())
-    else:
-        raise ValueError(f"no configuration for {str(path)!r}: expected config.json beside it")
-    return TrainConfig(**config), state["model"]
+            raise ValueError(f"--checkpoint {str(path)!r} does not exist or is not a file; give a "
+                             "checkpoint_*.pt of a run")
+        if (path.parent / store.MANIFEST).is_file():  # inside a run: check its recorded digest
+            store.RunDir(path.parent, {}).verify_config()
+            store.RunDir(path.parent, {}).verified_file(path.name)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - pickle/zip errors have no common base
+            raise ValueError(f"--checkpoint {str(path)!r} is not a PyTorch checkpoint ({str(err).splitlines()[0]}); "
+                             "give a checkpoint_*.pt of a run") from None
+        if not isinstance(state, dict) or "model" not in state:
+            raise ValueError(f"--checkpoint {str(path)!r} is not an rs_lib checkpoint (no 'model' entry); "
+                             "give a checkpoint_*.pt of a run")
+        config_path, where = path.parent / store.CONFIG, str(path)
+        if isinstance(state.get("config"), dict):
+            config = state["config"]
+        elif config_path.is_file():
+            config = store.read_json(config_path)
+        else:
+            raise ValueError(f"no configuration for --checkpoint {str(path)!r}: expected {store.CONFIG} "
+                             "beside it (keep the checkpoint in its run folder)")
+    try:
+        cfg = config_from_json(config)
+    except TypeError as err:
+        raise ValueError(f"{config_path} is not a training configuration ({err})") from None
+    return cfg, state["model"], where
+
+
+def _build_checked_model(cfg: Any, state: Any, where: str, device: Any) -> Any:
+    """The run's architecture with the checkpoint's weights; a mismatch names both."""
+    from . import data
+    from .train import build_model_for
+
+    model = build_model_for(cfg, data.dataset_info(cfg.dataset))
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise ValueError(f"{where} does not hold weights of a {cfg.model} for {cfg.dataset} "
+                         f"({str(err).splitlines()[0].strip()}); give the checkpoint of this run") from None
+    return model.to(device).eval()
+
+
+def _check_out(out: Any) -> None:
+    """--out must be a file path in a writable folder (the file itself is checked when opened)."""
+    from pathlib import Path
+
+    from . import _validate as check
+    from . import store
+
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a file path such as {str(out / 'certify.tsv')!r}")
+    folder = out.parent if str(out.parent) else Path(".")
+    check.directory("--out's folder", folder)
+    store.ensure_writable(folder, "--out's folder")
 
 
 def _certify(args: argparse.Namespace) -> int:
@@ -187,11 +237,11 @@ def _certify(args: argparse.Namespace) -> int:
     check.integer("--seed", args.seed, low=0)
     check.choice("--split", args.split, ("train", "val", "test"))
     out = Path(args.out)
-    check.directory("--out's folder", out.parent if str(out.parent) else Path("."))
+    _check_out(out)
     if args.sigma is not None:
         check.positive("--sigma", args.sigma)
     device = check.resolve_device("--device", args.device)
-    cfg, state = _load_for_certify(args)
+    cfg, state, where = _load_for_certify(args)
     sigma = args.sigma if args.sigma is not None else cfg.method_params.get("sigma")
     if sigma is None:
         raise ValueError(f"--sigma is required: the run's method {cfg.method!r} has no training sigma")
@@ -205,12 +255,11 @@ def _certify(args: argparse.Namespace) -> int:
         raise ValueError(f"--dataset {dataset!r} has inputs {info.shape}, the model expects "
                          f"{data.dataset_info(cfg.dataset).shape}")
 
-    from .train import build_model_for
-
-    model = build_model_for(cfg, data.dataset_info(cfg.dataset))
-    model.load_state_dict(state)
-    model = model.to(device).eval()
+    model = _build_checked_model(cfg, state, where, device)
     split = data.load(dataset, args.split, root=args.data_root, val_size=cfg.val_size)
+    if args.start >= len(split):
+        raise ValueError(f"--start {args.start} is past the end of {dataset} '{args.split}' ({len(split)} "
+                         f"examples); give --start in [0, {len(split) - 1}]")
     images = _FloatImages(split.images)
     channels_last = {"auto": "auto", "on": True, "off": False}[args.channels_last]
     smooth = Smooth(model, info.num_classes, sigma, channels_last=channels_last, compile=args.compile)
@@ -261,26 +310,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     from . import _validate as check
     from . import data
     from .evaluate import PROTOCOLS, evaluate, robust_accuracy
-    from .train import build_model_for
 
     for name in args.protocol:
         check.choice("--protocol", name, ["clean", *PROTOCOLS])
     for name in ("n", "batch_size"):
         check.positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
-    check.integer("--seed", args.seed, low=0)
+    check.integer("--seed", args.seed, low=0, high=2**63 - 1)
     check.choice("--split", args.split, ("train", "val", "test"))
     device = check.resolve_device("--device", args.device)
-    cfg, state = _load_for_certify(args)
+    if args.eps is not None:
+        check.number("--eps", args.eps, low=0.0, high=1.0, low_open=True)
+    cfg, state, where = _load_for_certify(args)
     eps = args.eps if args.eps is not None else cfg.method_params.get("eps")
     if eps is None and set(args.protocol) != {"clean"}:
         raise ValueError(f"--eps is required: the run's method {cfg.method!r} has no eps")
-    if eps is not None:
-        check.positive("--eps", eps)
+    if eps is not None:  # l-inf radius of images in [0, 1] (8/255 is 0.0314, not 8)
+        check.number("--eps", eps, low=0.0, high=1.0, low_open=True)
     dataset = args.dataset or cfg.dataset
     check.choice("--dataset", dataset, data.DATASETS)
-    model = build_model_for(cfg, data.dataset_info(cfg.dataset))
-    model.load_state_dict(state)
-    model = model.to(device).eval()
+    model = _build_checked_model(cfg, state, where, device)
     split = data.load(dataset, args.split, root=args.data_root, n=args.n, val_size=cfg.val_size)
     print(f"{cfg.method} on {dataset} {args.split} (first {len(split)}), eps {eps}")
     print(f"{'protocol':20s} {'accuracy':>8s} {'seconds':>8s}  label")
@@ -335,6 +383,9 @@ def _add_book(sub: argparse._SubParsersAction) -> None:
                    help="do not open the built site in headless Chromium to check it")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of each notebook's kernel (default: $OMP_NUM_THREADS, else all cores)")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                   help="a notebook parameter, repeatable (e.g. --param epochs=10); every selected notebook "
+                        "must declare it in its 'parameters' cell")
 
 
 def _book(args: argparse.Namespace) -> int:
@@ -344,7 +395,24 @@ def _book(args: argparse.Namespace) -> int:
 
     check.choice("--profile", args.profile, PROFILES)
     build_book(profile=args.profile, device=args.device, notebooks=args.notebooks, build=not args.no_build,
-               threads=args.threads, browser_check=not args.no_browser_check)
+               threads=args.threads, parameters=_pairs(args.param, "--param"),
+               browser_check=not args.no_browser_check)
+    return 0
+
+
+def _add_discard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("discard", help="set a damaged run or certification TSV aside (it is recomputed)",
+                       description="Move a run directory, or a certification TSV with its .meta.json sidecar, into "
+                                   ".discarded/ beside it (nothing is deleted); the next train / certify / notebook "
+                                   "that needs it recomputes it.")
+    p.add_argument("path", help="results/<experiment>/<key>/ or a certify TSV")
+
+
+def _discard(args: argparse.Namespace) -> int:
+    from . import store
+
+    moved = store.discard(args.path)
+    print(f"moved {args.path} to {moved}; re-run the command that made it to recompute it")
     return 0
 
 
@@ -365,25 +433,44 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="rs_lib: robust training, attacks and randomized-smoothing "
                                                  "certification behind the reproducibility book.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,certify,evaluate,data,book,list}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,certify,evaluate,data,book,list,discard}")
     _add_train(sub)
     _add_certify(sub)
     _add_evaluate(sub)
     _add_data(sub)
     _add_book(sub)
     sub.add_parser("list", help="list methods, datasets, models and experiments")
+    _add_discard(sub)
     return parser
 
 
-COMMANDS = {"train": _train, "certify": _certify, "evaluate": _evaluate, "data": _data, "book": _book, "list": _list}
+COMMANDS = {"train": _train, "certify": _certify, "evaluate": _evaluate, "data": _data, "book": _book,
+            "list": _list, "discard": _discard}
+# User-caused failures: bad values (ValueError, which the store's and the data's errors extend)
+# and files that are missing, unreadable or unwritable (OSError).  Anything else is a bug.
+USER_ERRORS = (ValueError, OSError)
+
+
+def user_error_message(err: BaseException) -> str:
+    """The one line (or short paragraph) shown for a user-caused failure."""
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.filename:
+        return (f"{err.strerror or err}: {err.filename}; check that the path exists and that you may "
+                "read (and write) it")
+    return str(err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one subcommand; a user error prints ``error: ...`` and returns 2 (``--debug``: raise)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"error: {user_error_message(err)}", file=sys.stderr)
         return 2
 
 

@@ -101,3 +101,39 @@ def resolve_device(name: str, value: Any) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"{name} must be 'auto', 'cpu' or 'cuda[:N]', got {value!r}")
     return device
+
+
+def images(name: str, x: Any) -> torch.Tensor:
+    """A floating tensor of images with finite values in [0, 1] (normalisation belongs inside the
+    model); NaN and inf are rejected, not passed on."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor of images, got "
+                         f"{getattr(x, 'dtype', type(x).__name__)}")
+    if x.numel():
+        low, high = (float(v) for v in torch.aminmax(x.detach()))
+        if not (math.isfinite(low) and math.isfinite(high)) or bool(torch.isnan(x).any()):
+            raise ValueError(f"{name} holds NaN or infinite values; images must be finite, in [0, 1]")
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"{name} must hold images in [0, 1] (normalisation belongs inside the "
+                             f"model), got values in [{low}, {high}]")
+    return x
+
+
+def labels(name: str, y: Any, num_classes: int | None = None) -> torch.Tensor:
+    """An integer tensor of class indices in [0, num_classes) (>= 0 if ``num_classes`` is None)."""
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor of class indices, got "
+                         f"{getattr(y, 'dtype', type(y).__name__)}")
+    if y.numel():
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or (num_classes is not None and high >= num_classes):
+            top = f"{num_classes - 1}" if num_classes is not None else "num_classes - 1"
+            raise ValueError(f"{name} must lie in [0, {top}], got labels in [{low}, {high}]")
+    return y
+
+
+def output_width(name: str, logits: torch.Tensor, num_classes: int) -> None:
+    """The model's logits must have one column per class (``num_classes`` of the dataset)."""
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ValueError(f"{name} returns logits of shape {tuple(logits.shape)}, but num_classes is "
+                         f"{num_classes}; build the model with num_classes={num_classes}")

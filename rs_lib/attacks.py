@@ -75,11 +75,19 @@ def _shape(t: object) -> object:
 def _check_x(x: Tensor, y: Tensor | None = None) -> None:
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty floating tensor of shape (N, ...), got {_shape(x)}")
-    if bool(x.min() < 0) or bool(x.max() > 1):
-        raise ValueError("x must lie in [0, 1] (normalisation belongs inside the model)")
+    V.images("x", x)
     if y is not None and (not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex()
                           or tuple(y.shape) != (x.shape[0],)):
         raise ValueError(f"y must be an integer tensor of shape ({x.shape[0]},), got {_shape(y)}")
+    if y is not None:
+        V.labels("y", y)
+
+
+def _check_fit(logits: Tensor, y: Tensor) -> None:
+    """Labels must index the model's outputs (else cross-entropy fails far from the cause)."""
+    if y.numel() and int(y.max()) >= logits.shape[-1]:
+        raise ValueError(f"y holds label {int(y.max())} but the model has {logits.shape[-1]} outputs; "
+                         f"labels must lie in [0, {logits.shape[-1] - 1}]")
 
 
 def _check_options(*, norm: str = "linf", generator: torch.Generator | None = None,
@@ -185,6 +193,7 @@ def _result(x: Tensor, x_start: Tensor, objective: Callable[[Tensor], Tensor], *
 
 
 def _ce(logits: Tensor, y: Tensor) -> Tensor:
+    _check_fit(logits, y)
     return F.cross_entropy(logits, y, reduction="none")
 
 
@@ -568,6 +577,7 @@ def smoothed_softmax(model: nn.Module, x: Tensor, noise: Tensor) -> Tensor:
 
 
 def _nll(f_hat: Tensor, y: Tensor) -> Tensor:
+    _check_fit(f_hat, y)
     return -f_hat.gather(1, y[:, None]).squeeze(1).clamp_min(1e-20).log()
 
 

@@ -286,8 +286,10 @@ def check_book(html: str | Path, *, screenshots: str | Path | None = None) -> No
 
 def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequence[str] | None = None,
                build: bool = True, threads: int | None = None, progress: bool = True,
-               browser_check: bool = True) -> Path | None:
+               parameters: Mapping[str, Any] | None = None, browser_check: bool = True) -> Path | None:
     """Execute the book's notebooks in ``profile``, one after another, then build the site.
+
+    ``parameters`` are injected into every selected notebook (each must declare them).
 
     ``notebooks`` limits execution to some chapters (the others must have been executed before for
     the build).  Finished runs are read from the run store, so a rebuild does not retrain.  Returns
@@ -311,12 +313,13 @@ def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequenc
         selected = [check.choice("notebooks", n.removesuffix(".ipynb"), NOTEBOOKS) for n in notebooks]
     for name in selected:
         notebook_path(name)
+        _check_parameters(notebook_path(name), dict(parameters or {}))
 
     for i, name in enumerate(selected, 1):
         print(f"[{i}/{len(selected)}] notebooks/{name}.ipynb -> book/executed/{name}.ipynb "
               f"(profile {profile}, device {device}, {n_threads} threads)", flush=True)
         execute_notebook(name, profile=profile, device=device, output_dir=EXECUTED_DIR,
-                         progress=progress, threads=n_threads)
+                         progress=progress, threads=n_threads, parameters=parameters)
     if not build:
         return None
     missing = [n for n in NOTEBOOKS if not (EXECUTED_DIR / f"{n}.ipynb").is_file()]

@@ -18,6 +18,13 @@ Splits: 'val' is a held-out part of the official training set chosen by a fixed 
 reference code selects checkpoints on test data, we do not), 'train' is the rest, 'test' the
 official test set. ``n`` takes a prefix, so smaller subsets are nested in larger ones.
 
+Run identity: ``fingerprint(name, root=...)`` is a digest of the files a run's training split is
+read from (of the generated tensors for ``synthetic``), part of every run's store key, so a run
+trained on one data folder is never returned for another; without the files, the published
+checksums of the official release stand in for them.  File digests are cached per (path,
+size, mtime) in ``$RS_CACHE`` (default ``~/.cache/rs_lib``), so after the first time it costs a
+``stat`` per file.
+
 Reproducible epochs: build one generator per epoch, ``epoch_generator(seed, epoch)``, and pass it
 to ``batches``; epoch e's batches then depend on (seed, e) only, so resuming after a checkpoint
 needs no RNG state (skip finished batches of a partial epoch with ``itertools.islice``).
@@ -27,6 +34,8 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
+import json
 import math
 import os
 import pickle
@@ -377,12 +386,16 @@ def _files(name: str, part: str, directory: Path) -> list[Path] | None:
 
 
 def _search_dirs(name: str, base: Path | None) -> tuple[Path, list[Path]]:
-    if base is None:
-        base = Path(os.environ["RS_DATA"]) if os.environ.get("RS_DATA") else REPO_DATA
+    """Where ``name`` is looked for.  A root given explicitly is searched alone (never a silent
+    fallback to the system copy); ``$RS_DATA`` and ``<repo>/data`` fall back to it."""
+    if base is not None:
+        return base, [base / s for s in _SUBDIRS[name]] + [base]
+    base = Path(os.environ["RS_DATA"]) if os.environ.get("RS_DATA") else REPO_DATA
     return base, [base / s for s in _SUBDIRS[name]] + [base, *SYSTEM_DIRS.get(name, ())]
 
 
 def _locate(name: str, part: str, base: Path | None, download: bool) -> Path:
+    explicit = base is not None
     base, dirs = _search_dirs(name, base)
     found = next((d for d in dirs if _files(name, part, d)), None)
     if found is None and download and name in ("mnist", "fashion-mnist", "cifar10", "cifar100"):
@@ -394,8 +407,9 @@ def _locate(name: str, part: str, base: Path | None, download: bool) -> Path:
                   "train/ and test/ (or val/)" if name == "imagefolder" else
                   "wnids.txt, train/ and val/val_annotations.txt" if name == "tiny-imagenet" else
                   ", ".join(_CIFAR_FILES[name, part]))
+        where = f" in the data root {str(base)!r} given explicitly" if explicit else ""
         raise DatasetNotFoundError(
-            f"{name} not found (no {wanted}); searched:\n" + "".join(f"  {d}\n" for d in dirs)
+            f"{name} not found{where} (no {wanted}); searched:\n" + "".join(f"  {d}\n" for d in dirs)
             + f"To get it: {_HOW_TO_GET[name]}\n(or point root= or $RS_DATA at a folder with it)")
     return found
 
@@ -411,6 +425,125 @@ def _download_with_torchvision(name: str, base: Path) -> None:
     except Exception as error:  # offline, proxy, checksum: all end the same way for the user
         raise DatasetNotFoundError(f"downloading {name} into {base} failed: {error}\n"
                                    f"To get it: {_HOW_TO_GET[name]}") from error
+
+
+# --- run identity: the data fingerprint -------------------------------------------------------
+
+def fingerprint(name: str, *, root: str | Path | None = None, seed: int = 0) -> str:
+    """A digest (16 hex digits) of the data a training run on ``name`` reads: the files of its
+    training part (train and val both come from them), found as in :func:`load`, or, for
+    ``synthetic*``, the generated tensors.  Each file enters as (name without its folder, MD5 of
+    its bytes), so a copy of the same files elsewhere has the same fingerprint.
+
+    When the files are missing and no ``root`` was given, a dataset with published checksums
+    (torchvision's MD5 lists of the official MNIST, Fashion-MNIST, CIFAR-10/100 files) gets the
+    fingerprint of its official files: a machine without the data (a planner, or a laptop
+    rendering a store copied from a GPU box) finds the runs trained on the official release, and
+    files whose bytes differ (e.g. Debian's recompressed Fashion-MNIST) have their own.  Otherwise
+    raises :class:`DatasetNotFoundError` (a planner can catch it)."""
+    info = dataset_info(name, root=root)
+    base = check.directory("root", root) if root is not None else None
+    check.integer("seed", seed, low=0, high=2**32 - 1)
+    if info.name.startswith("synthetic"):
+        digest = hashlib.sha256(f"{info.name}\0".encode())
+        images, labels = _synthetic_part(info.name, "train", seed)
+        digest.update(images.numpy().tobytes())
+        digest.update(labels.numpy().tobytes())
+        return digest.hexdigest()[:16]
+    try:
+        directory = base if name == "imagefolder" else _locate(name, "train", base, False)
+    except DatasetNotFoundError:
+        official = official_train_md5(name)
+        if base is not None or official is None:
+            raise
+        return _combine(info.name, official)
+    files = _files(name, "train", directory)
+    if files is None:
+        _locate(name, "train", base, False)  # raises with the message
+    cache = _FingerprintCache.load()
+    entries = []
+    for f in files:
+        members = sorted(p for p in f.rglob("*") if p.is_file()) if f.is_dir() else [f]
+        entries += [((member.relative_to(f.parent) if f.is_dir() else Path(member.name)).as_posix(),
+                     cache.digest(member)) for member in members]
+    cache.save()
+    return _combine(info.name, entries)
+
+
+def _combine(name: str, entries: Sequence[tuple[str, str]]) -> str:
+    digest = hashlib.sha256(f"{name}\0".encode())
+    for label, md5 in entries:
+        digest.update(f"{label}\0{md5}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def official_train_md5(name: str) -> list[tuple[str, str]] | None:
+    """(file name, MD5) of the official release's training files, from torchvision's own lists,
+    in the order :func:`fingerprint` reads them; None for a dataset without published checksums."""
+    from torchvision import datasets
+
+    if name in ("mnist", "fashion-mnist"):
+        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+        md5 = dict(cls.resources if isinstance(cls.resources[0], tuple) else
+                   [(url.rsplit("/", 1)[-1], h) for url, h in cls.resources])
+        return [(f, md5[f]) for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")]
+    if name in ("cifar10", "cifar100"):
+        md5 = dict((datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100).train_list)
+        return [(f, md5[f]) for f in _CIFAR_FILES[name, "train"]]
+    return None
+
+
+class _FingerprintCache:
+    """MD5 of data files (the digest the datasets' publishers list) keyed by (resolved path, size,
+    mtime), kept in one JSON file; an unreadable or unwritable cache only costs recomputation."""
+
+    _memory: dict[str, str] = {}
+
+    def __init__(self, path: Path, entries: dict[str, str]) -> None:
+        self.path, self.entries, self.changed = path, entries, False
+
+    @classmethod
+    def load(cls) -> _FingerprintCache:
+        base = Path(os.environ["RS_CACHE"]) if os.environ.get("RS_CACHE") else Path.home() / ".cache" / "rs_lib"
+        path = base / "data_md5.json"
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError):
+            entries = {}
+        return cls(path, entries if isinstance(entries, dict) else {})
+
+    def digest(self, path: Path) -> str:
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in self.entries and key in self._memory:
+            self.entries[key], self.changed = self._memory[key], True
+        if key not in self.entries:
+            md5 = hashlib.md5(usedforsecurity=False)
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    md5.update(block)
+            self.entries[key] = md5.hexdigest()
+            self.changed = True
+        type(self)._memory[key] = self.entries[key]
+        return self.entries[key]
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        from .store import atomic_write_bytes
+        for key in list(self.entries):  # forget files rewritten or removed since
+            name, size, mtime = key.rsplit("|", 2)
+            try:
+                stat = os.stat(name)
+                stale = (stat.st_size, stat.st_mtime_ns) != (int(size), int(mtime))
+            except (OSError, ValueError):
+                stale = True
+            if stale:
+                del self.entries[key]
+        try:
+            atomic_write_bytes(self.path, json.dumps(self.entries, indent=0).encode())
+        except OSError:
+            pass
 
 
 # --- reading files ----------------------------------------------------------------------------
@@ -459,22 +592,33 @@ def _parse(name: str, part: str, stamp: tuple[tuple[str, int], ...],
 
 def read_idx(path: str | Path) -> np.ndarray:
     """A uint8 IDX file (``.gz`` or plain) as a writable array of its stated dimensions."""
-    raw = gzip.decompress(Path(path).read_bytes()) if str(path).endswith(".gz") \
-        else Path(path).read_bytes()
+    fix = "replace it with a good copy (e.g. re-download the dataset)"
+    try:
+        raw = gzip.decompress(Path(path).read_bytes()) if str(path).endswith(".gz") \
+            else Path(path).read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise ValueError(f"{path} is not a readable gzip file ({err}); {fix}") from None
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()})")
+        raise ValueError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()}); {fix}")
     ndim = raw[3]
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != math.prod(dims):
-        raise ValueError(f"{path}: header says {dims} but holds {data.size} values (truncated?)")
+        raise ValueError(f"{path}: header says {dims} but holds {data.size} values (truncated?); {fix}")
     return data.reshape(dims).copy()
 
 
 def _unpickle(path: Path) -> dict:
     # The CIFAR format is a pickle; only load files you trust (as with torchvision).
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} is not a readable CIFAR batch ({err}); replace it with a good copy "
+                         "(python -m rs_lib data --download ...)") from None
+    if not isinstance(batch, dict) or b"data" not in batch:
+        raise ValueError(f"{path} is not a CIFAR batch (no b'data' entry); replace it with a good copy")
+    return batch
 
 
 def _imagefolder_info(root: Path) -> DatasetInfo:

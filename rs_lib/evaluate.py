@@ -83,6 +83,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     generator = None
     try:
         for x, y in batches:
+            check.images("batches' x", x)
+            check.labels("batches' y", y)
             if generator is None:
                 generator = torch.Generator(device=x.device).manual_seed(seed)
             for m in metrics:
@@ -376,8 +378,12 @@ def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | 
         if generator is None:
             _sanity_checks(model, x)
             generator = torch.Generator(device=x.device).manual_seed(seed)
+        check.images("data's x", x)
         with torch.no_grad():
             logits = model(x)
+        if n_classes is not None:
+            check.output_width("model", logits, n_classes)
+        check.labels("data's y", y, logits.shape[-1])
         clean = logits.argmax(1) == y
         if settings["attack"] == "autoattack" and aa is None:
             classes = n_classes or int(logits.shape[1])

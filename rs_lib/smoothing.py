@@ -49,6 +49,7 @@ from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
+from rs_lib import _record
 from rs_lib import _validate as check
 
 ABSTAIN = -1
@@ -493,6 +494,8 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
     order = _selected_indices(len(images), indices, start, stop, skip)
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"labels must have one entry per image ({len(images)}), got {len(labels)}")
+    if labels is not None:
+        check.labels("labels", torch.as_tensor(labels), smooth.num_classes)
     path = Path(out_path)
     check.directory("out_path's folder", path.parent if str(path.parent) else Path("."))
     settings = {"sigma": smooth.sigma, "num_classes": smooth.num_classes, "n0": n0, "n": n,
@@ -500,6 +503,9 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
     done = _prepare_output(path, settings, smooth.device)
     todo = [idx for idx in order if idx not in done]
     device = smooth.device
+    meta = _read_meta(path)
+    if todo and meta.pop("complete", None) is not None:
+        _write_meta(path, meta)  # appending: the file is no longer the completed one
 
     def items() -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Generator]]:
         for idx in todo:
@@ -518,6 +524,7 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
                 out.write(_tsv_row(idx, label, certificate, seconds))
                 out.flush()
                 bar.update(1)
+    _write_meta(path, {**meta, "complete": _tsv_digest(path)})
     return read_certify_tsv(path)
 
 
@@ -547,42 +554,101 @@ def _tsv_row(idx: int, label: int, certificate: Certificate, seconds: float) -> 
     return "\t".join(map(str, fields)) + "\n"
 
 
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The sidecar of certify TSV ``path``; a torn or foreign sidecar is a damaged file."""
+    from . import store
+
+    meta_path = _meta_path(path)
+    try:
+        meta = store.read_json(meta_path)
+    except store.CorruptFileError as err:
+        raise store.DamagedFileError(path, f"its settings file {meta_path.name} does not parse ({err})") from None
+    if not isinstance(meta, dict) or "n" not in meta or "sigma" not in meta:
+        raise store.DamagedFileError(path, f"its settings file {meta_path.name} holds no certify settings")
+    return meta
+
+
+def _write_meta(path: Path, meta: Mapping[str, Any]) -> None:
+    from . import store
+
+    store.atomic_write_bytes(_meta_path(path), json.dumps(dict(meta), indent=1).encode())
+
+
+def _tsv_digest(path: Path) -> dict[str, Any]:
+    from . import store
+
+    return {"size": path.stat().st_size, "sha256": store.sha256_file(path)}
+
+
+def check_certify_output(path: str | Path) -> None:
+    """A certify TSV that was completed must still be what was written (size and digest kept in
+    its sidecar's ``complete`` entry); raises :class:`rs_lib.store.DamagedFileError` if not."""
+    from . import store
+
+    path = Path(path)
+    meta = _read_meta(path)
+    complete = meta.get("complete")
+    if complete is not None and _tsv_digest(path) != complete:
+        raise store.DamagedFileError(path, f"differs from the file completed earlier ({complete['size']} "
+                                     f"bytes, now {path.stat().st_size}): truncated or edited")
+
+
 def _prepare_output(path: Path, settings: dict[str, Any], device: torch.device) -> set[int]:
-    """Create the TSV and its settings file, or check them for a resume; return the finished idx."""
-    meta_path = path.with_name(path.name + ".meta.json")
+    """Create the TSV and its settings file, or check them for a resume; return the finished idx.
+
+    A file that is not this tool's (no certify header, or no settings file beside it) is refused
+    before it is opened for writing, and left byte-identical."""
     meta = {**settings, "device_type": device.type}
-    if not path.exists() or path.stat().st_size == 0:
-        path.write_text(_HEADER + "\n", encoding="utf-8")
-        meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    if path.is_dir():
+        raise ValueError(f"out_path {str(path)!r} is a directory; give a file path for the TSV")
+    if not path.exists():
+        if _meta_path(path).exists():  # only ever overwrite our own (orphaned) sidecar
+            try:
+                _read_meta(path)
+            except ValueError:
+                raise ValueError(f"{_meta_path(path)} exists and is not a certify settings file; it was left "
+                                 "untouched: choose another out_path") from None
+        _write_meta(path, meta)
+        from . import store
+        store.atomic_write_bytes(path, (_HEADER + "\n").encode())
         return set()
-    text = _drop_torn_line(path)
-    lines = text.splitlines()
-    if not lines or lines[0] != _HEADER:
-        raise ValueError(f"out_path {str(path)!r} exists but is not a certify TSV with columns "
-                         f"{_HEADER!r}; choose another out_path")
-    if not meta_path.exists():
-        raise ValueError(f"out_path {str(path)!r} has no settings file {meta_path.name!r}, so a "
-                         "resume cannot be checked; move the TSV away or choose another out_path")
-    previous = json.loads(meta_path.read_text(encoding="utf-8"))
+    with path.open("rb") as handle:
+        head = handle.read(len(_HEADER) + 1)
+    if head != (_HEADER + "\n").encode():
+        raise ValueError(f"out_path {str(path)!r} exists but is not a certify TSV (its first line is not "
+                         f"{_HEADER!r}); it was left untouched: choose another out_path")
+    if not _meta_path(path).exists():
+        raise ValueError(f"out_path {str(path)!r} has no settings file {_meta_path(path).name!r}, so a "
+                         "resume cannot be checked; it was left untouched: move the TSV away or choose "
+                         "another out_path")
+    previous = _read_meta(path)
     changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
     if changed:
         raise ValueError(f"out_path {str(path)!r} was written with other settings "
                          f"(previous, now): {changed}; choose another out_path")
+    check_certify_output(path)
     if previous.get("device_type") != device.type:
         warnings.warn(f"resuming {path.name} on {device.type} (started on "
                       f"{previous.get('device_type')}): rows stay valid but differ from an "
                       "uninterrupted run", stacklevel=3)
+    lines = _drop_torn_line(path).splitlines()
     done = set()
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         if len(fields) != len(TSV_COLUMNS) + len(EXTRA_COLUMNS):
-            raise ValueError(f"{str(path)!r} line {number} is malformed: {line!r}")
+            raise ValueError(f"{str(path)!r} line {number} is malformed: {line!r}; it was left as is: "
+                             f"move it away (python -m rs_lib discard {path}) and certify again")
         done.add(int(fields[0]))
     return done
 
 
 def _drop_torn_line(path: Path) -> str:
-    """Cut a last line left without its newline by a kill mid-write; return the remaining text."""
+    """Cut a last line left without its newline by a kill mid-write (of our own, checked TSV);
+    return the remaining text."""
     text = path.read_text(encoding="utf-8")
     if text and not text.endswith("\n"):
         keep = text.rfind("\n") + 1
@@ -638,14 +704,29 @@ def merge_certify_tsv(paths: Iterable[str | Path], out_path: str | Path) -> pd.D
     """Merge shard TSVs into one file at ``out_path`` (sorted by idx, full precision); return it.
 
     The merged file is for reading; it has no settings file, so resumes go to the shard files.
+    An existing ``out_path`` is replaced only if it is an earlier merge (a certify TSV without a
+    settings file); anything else is refused and left untouched.  The write is atomic.
     """
+    from . import store
+
+    target = Path(out_path)
+    if target.is_dir():
+        raise ValueError(f"out_path {str(target)!r} is a directory; give a file path for the merged TSV")
+    if target.exists():
+        with target.open("rb") as handle:
+            ours = handle.read(len(_HEADER) + 1) == (_HEADER + "\n").encode()
+        if not ours or _meta_path(target).exists():
+            what = "a certify shard with its settings file" if ours else "not a certify TSV"
+            raise ValueError(f"out_path {str(target)!r} exists and is {what}; it was left untouched: "
+                             "choose another out_path")
     frame = read_certify_tsv(list(paths))
     times = frame["time"].map(lambda s: str(datetime.timedelta(seconds=float(s)))) \
         if "time" in frame.columns else None
     out = frame.copy()
     if times is not None:
         out["time"] = times
-    out.to_csv(out_path, sep="\t", index=False, float_format=lambda v: repr(float(v)))
+    text = out.to_csv(sep="\t", index=False, float_format=lambda v: repr(float(v)))
+    store.atomic_write_bytes(target, text.encode("utf-8"))
     return frame
 
 
@@ -737,10 +818,60 @@ def high_prob_accuracy(df: pd.DataFrame, radii: float | Sequence[float] | np.nda
 # Certifying stored runs (cached in the run's directory) and summary tables for the book
 # --------------------------------------------------------------------------------------------
 
+def certify_params(*, split: str = "test", n_points: int, n0: int, n: int, alpha: float, sigma: float,
+                   seed: int = 0, which: str = "last") -> dict[str, Any]:
+    """What a stored run's certification file depends on (validated): the basis of its name."""
+    from . import data as data_mod
+
+    check.choice("split", split, data_mod.SPLITS)
+    check.positive_int("n_points", n_points)
+    check.positive_int("n0", n0)
+    check.positive_int("n", n)
+    check.probability("alpha", alpha)
+    check.positive("sigma", sigma)
+    check.integer("seed", seed, low=0)
+    check.choice("which", which, ("last", "best"))
+    return {"split": split, "n_points": n_points, "n0": n0, "n": n, "alpha": alpha,
+            "sigma": float(sigma), "seed": seed, "which": which}
+
+
+def certify_file_name(params: Mapping[str, Any], shard: tuple[int, int] | None = None) -> str:
+    """``certify-<hash of params>.tsv`` (the file the notebooks read), or the name of shard
+    ``(k, shards)`` of it, ``certify-<hash>.shard<k>-of-<shards>.tsv``."""
+    from . import store
+
+    stem = f"certify-{store.config_hash(dict(params))}"
+    if shard is None:
+        return f"{stem}.tsv"
+    k, shards = _check_shard(shard)
+    return f"{stem}.shard{k}-of-{shards}.tsv"
+
+
+def _check_shard(shard: Any) -> tuple[int, int]:
+    if not isinstance(shard, (tuple, list)) or len(shard) != 2:
+        raise ValueError(f"shard must be a pair (k, shards) with 0 <= k < shards, got {shard!r}")
+    shards = check.positive_int("shard count", shard[1])
+    k = check.integer("shard index", shard[0], low=0, high=shards - 1)
+    return k, shards
+
+
+def certify_indices(size: int, n_points: int, shard: tuple[int, int] | None = None) -> list[int]:
+    """The examples a run certifies: every ``size // n_points``-th of a split of ``size`` from 0
+    (the reference's ``--skip``); with ``shard=(k, shards)``, the k-th of ``shards`` contiguous
+    ranges of that list (equal up to one example)."""
+    if n_points > size:
+        raise ValueError(f"n_points must be <= {size} (the size of the split), got {n_points}")
+    indices = list(range(0, size, size // n_points))[:n_points]
+    if shard is None:
+        return indices
+    k, shards = _check_shard(shard)
+    return indices[k * n_points // shards:(k + 1) * n_points // shards]
+
+
 def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int, alpha: float,
                 sigma: float, batch_size: int, seed: int = 0, which: str = "last",
                 device: str | torch.device = "auto", compile: bool = False,
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """CERTIFY ``n_points`` examples of ``split`` with a stored run's model; cached in the run.
 
     ``run`` is a :class:`rs_lib.train.Run`; its ``which`` checkpoint ('last', as the references
@@ -751,35 +882,75 @@ def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int
     ``compile`` (``Smooth``'s speed option for large n), which do not change what is certified; ``certify_dataset``'s resume makes a re-run (or a re-render of a
     notebook) read the finished file and finish a killed one.  Each row carries CERTIFY's guarantee
     at level ``alpha``; returns ``read_certify_tsv`` of the file (column ``idx`` = dataset index).
+
+    ``shard=(k, shards)`` certifies only the k-th contiguous range of those examples into its own
+    file (:func:`certify_file_name`); :func:`merge_certify_run` then writes the run's file from all
+    shards.  The noise of each example depends on ``(seed, idx)`` alone, so the merged file equals a
+    single-process one row for row (``time`` aside).
     """
     from . import data as data_mod
-    from . import store
 
-    check.choice("split", split, data_mod.SPLITS)
-    check.positive_int("n_points", n_points)
+    params = certify_params(split=split, n_points=n_points, n0=n0, n=n, alpha=alpha, sigma=sigma,
+                            seed=seed, which=which)
     _check_certify_args(n0, n, alpha, batch_size)
-    check.positive("sigma", sigma)
-    check.integer("seed", seed, low=0)
-    check.choice("which", which, ("last", "best"))
     if not hasattr(run, "dir") or not hasattr(run, "load_model"):
         raise ValueError(f"run must be a rs_lib.train.Run (from run_training), got {type(run).__name__}")
-    params = {"split": split, "n_points": n_points, "n0": n0, "n": n, "alpha": alpha,
-              "sigma": float(sigma), "seed": seed, "which": which}
-    path = run.dir.file(f"certify-{store.config_hash(params)}.tsv")
-    if path.exists():
-        finished = read_certify_tsv(path)
+    whole = run.dir.file(certify_file_name(params))
+    if shard is None:
+        _record.lookup(run.dir.path.parent.name, f"{run.dir.path.name}/{whole.name}")
+    if whole.exists():
+        check_certify_output(whole)
+        finished = read_certify_tsv(whole)
         if len(finished) == n_points:
-            return finished
+            if shard is None:
+                return finished
+            k, shards = _check_shard(shard)   # the indices ascend, so shard k is this slice of rows
+            return finished.iloc[k * n_points // shards:(k + 1) * n_points // shards].reset_index(drop=True)
+    path = whole if shard is None else run.dir.file(certify_file_name(params, shard))
     dataset = data_mod.load(run.config.dataset, split)
-    if n_points > len(dataset):
+    try:
+        indices = certify_indices(len(dataset), n_points, shard)
+    except ValueError:
         raise ValueError(f"n_points must be <= {len(dataset)} (the size of {run.config.dataset} "
-                         f"'{split}'), got {n_points}")
-    indices = list(range(0, len(dataset), len(dataset) // n_points))[:n_points]
+                         f"'{split}'), got {n_points}") from None
     model = run.load_model(which, device=device)
     smooth = Smooth(model, data_mod.dataset_info(run.config.dataset).num_classes, sigma, compile=compile)
     images, labels = dataset.tensors("cpu")
     return certify_dataset(smooth, images, labels, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
                            out_path=path, indices=indices, seed=seed, progress=progress)
+
+
+def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: int, n0: int, n: int,
+                      alpha: float, sigma: float, seed: int = 0, which: str = "last") -> pd.DataFrame:
+    """Write a run's certification file (the one :func:`certify_run` reads) from its ``shards``
+    shard files, each complete, atomically; return it.  A missing or unfinished shard is a
+    ValueError naming it, before anything is written."""
+    from . import store
+
+    params = certify_params(split=split, n_points=n_points, n0=n0, n=n, alpha=alpha, sigma=sigma,
+                            seed=seed, which=which)
+    check.positive_int("shards", shards)
+    paths = [run.dir.file(certify_file_name(params, (k, shards))) for k in range(shards)]
+    expected = [len(range(k * n_points // shards, (k + 1) * n_points // shards)) for k in range(shards)]
+    for path, rows in zip(paths, expected):
+        done = len(read_certify_tsv(path)) if path.is_file() else 0
+        if done != rows:
+            raise ValueError(f"certify shard {str(path)!r} has {done} of its {rows} rows; run its "
+                             "certify_shard job first")
+    settings = [{k: v for k, v in _read_meta(path).items() if k != "complete"} for path in paths]
+    if any(other != settings[0] for other in settings[1:]):
+        raise ValueError(f"the shards of {certify_file_name(params)} were certified with different settings; "
+                         "discard them (python -m rs_lib discard FILE) and re-run their certify_shard jobs")
+    whole = run.dir.file(certify_file_name(params))
+    tmp = whole.with_name(f".{whole.name}.merge.tmp")
+    try:
+        merge_certify_tsv(paths, tmp)
+        store.atomic_write_bytes(whole, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
+    # the merged file is verified like one certified in one process: the shards' settings, its digest
+    _write_meta(whole, {**settings[0], "merged_from": [p.name for p in paths], "complete": _tsv_digest(whole)})
+    return read_certify_tsv(whole)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import _record
 from . import _validate as check
 from . import data as data_mod
 from . import evaluate as evaluate_mod
@@ -114,7 +115,7 @@ class TrainConfig:
             raise ValueError("val_metrics must name at least one validation metric")
         evaluate_mod.metric_params(self.val_metrics, self.eval_params)
         check.choice("select_on", self.select_on, self.val_metrics)
-        check.integer("seed", self.seed, low=0)
+        check.integer("seed", self.seed, low=0, high=2**63 - 1)
         for e in self.keep_epochs:
             check.integer("keep_epochs", e, low=0, high=self.epochs - 1)
         for name in ("augment", "nesterov", "amp"):
@@ -184,7 +185,8 @@ class Run:
         return self.dir.summary
 
     def load_model(self, which: str | int = "best", *, device: str | torch.device = "cpu") -> nn.Module:
-        """The model of the best-on-validation or last epoch (or of a kept epoch number), in eval mode."""
+        """The model of the best-on-validation or last epoch (or of a kept epoch number), in eval
+        mode; the checkpoint's digest is checked first (:class:`store.DamagedRunError` if not whole)."""
         if isinstance(which, int) and not isinstance(which, bool):
             check.choice("which", which, self.config.keep_epochs)
             name = f"checkpoint_epoch{which}.pt"
@@ -194,16 +196,24 @@ class Run:
         device = check.resolve_device("device", device)
         info = data_mod.dataset_info(self.config.dataset)
         model = build_model_for(self.config, info)
-        state = torch.load(self.dir.file(name), map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        state = self.dir.load_torch(name)
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise store.DamagedRunError(self.dir.path, name, f"does not hold weights of the run's "
+                                        f"{self.config.model} ({str(err).splitlines()[0]})") from None
         return model.to(device).eval()
 
     def cached(self, name: str, params: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
         """``compute()`` stored as ``<run>/<name>-<hash of params>.json``: evaluated once per run
         and parameters, so that re-rendering a notebook reads it back."""
-        path = self.dir.file(f"{name}-{store.config_hash(dict(params))}.json")
+        path = self.dir.file(cached_name(name, params))
+        _record.lookup(self.dir.path.parent.name, f"{self.dir.path.name}/{path.name}")
         if path.exists():
-            return self.dir.read_json(path.name)["result"]
+            try:
+                return self.dir.read_json(path.name)["result"]
+            except (store.CorruptFileError, KeyError, TypeError) as err:
+                raise store.DamagedRunError(self.dir.path, path.name, f"is not a cached result ({err})") from None
         result = compute()
         store.atomic_write_json(path, {"params": dict(params), "result": result})
         return result
@@ -224,11 +234,31 @@ class Run:
 EpochCallback = Callable[[int, dict], None]
 
 
+DATA_FINGERPRINT = "data_fingerprint"
+
+
+def cached_name(name: str, params: Mapping[str, Any]) -> str:
+    """The file name of :meth:`Run.cached`'s result ``name`` at ``params`` in a run's directory."""
+    return f"{name}-{store.config_hash(dict(params))}.json"
+
+
 def run_dir_for(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path | None = None,
                 data_root: str | Path | None = None) -> store.RunDir:
     """The store directory of ``cfg``: the one place that maps a configuration to its run's key
-    (the notebooks, the CLI and the sweep's plan all find a run through it)."""
-    return store.run_dir(experiment, cfg.to_dict(), root=root)
+    (the notebooks, the CLI and the sweep's plan all find a run through it).
+
+    The key is the hash of the resolved configuration plus the fingerprint of the training data
+    (:func:`rs_lib.data.fingerprint`), so a run trained on other data is another run.  Raises
+    :class:`rs_lib.data.DatasetNotFoundError` if the data are not there to fingerprint."""
+    if data_root is not None:
+        check.directory("data_root", data_root)
+    fingerprint = data_mod.fingerprint(cfg.dataset, root=data_root)
+    return store.run_dir(experiment, {**cfg.to_dict(), DATA_FINGERPRINT: fingerprint}, root=root)
+
+
+def config_from_json(config: Mapping[str, Any]) -> TrainConfig:
+    """The TrainConfig of a stored ``config.json`` (its data fingerprint set aside)."""
+    return TrainConfig(**{k: v for k, v in config.items() if k != DATA_FINGERPRINT})
 
 
 def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path | None = None,
@@ -247,18 +277,21 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
         check.positive_int("threads", threads)
     if cfg.amp and device.type != "cuda":
         raise ValueError("amp=True needs a CUDA device (mixed precision is not used on CPU)")
-    if data_root is not None:
-        check.directory("data_root", data_root)
     run_dir = run_dir_for(cfg, experiment=experiment, root=root, data_root=data_root)
+    _record.lookup(experiment, run_dir.path.name)
     run = Run(run_dir, cfg)
+    run_dir.verify_config()
     if run_dir.finished:
+        run_dir.verify()
         return run
+    store.ensure_writable(run_dir.path)
     if threads is not None:
         torch.set_num_threads(threads)
     train_data = data_mod.load(cfg.dataset, "train", root=data_root, n=cfg.n_train, val_size=cfg.val_size)
     val_data = data_mod.load(cfg.dataset, "val", root=data_root, n=cfg.n_val, val_size=cfg.val_size)
     run_dir.create()
-    run_dir.write_json("env.json", store.environment(device, torch.get_num_threads()))
+    run_dir.write_json("env.json", store.environment(device, torch.get_num_threads(),
+                                                     data_fingerprint=run_dir.config[DATA_FINGERPRINT]))
     _Trainer(cfg, run_dir, train_data, val_data, device, progress, on_epoch_end).fit()
     return run
 
@@ -288,7 +321,7 @@ class _Trainer:
         if not path.exists():
             self.dir.write_jsonl("metrics.jsonl", [])
             return
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = self.dir.load_torch("checkpoint_last.pt", verify=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -298,22 +331,22 @@ class _Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.start_epoch, self.best = state["epoch"] + 1, state["best"]
         # Lines logged after the last checkpoint belong to an epoch that will be redone.
-        rows = [r for r in self.dir.read_jsonl("metrics.jsonl") if r["epoch"] < self.start_epoch]
+        rows = [r for r in self.dir.read_jsonl("metrics.jsonl", drop_torn_tail=True)
+                if r["epoch"] < self.start_epoch]
         self.dir.write_jsonl("metrics.jsonl", rows)
 
     def _checkpoint(self, epoch: int, improved: bool) -> None:
         if epoch in self.cfg.keep_epochs:
-            store.atomic_torch_save(self.dir.file(f"checkpoint_epoch{epoch}.pt"),
-                                    {"model": self.model.state_dict(), "epoch": epoch})
+            self.dir.save_torch(f"checkpoint_epoch{epoch}.pt", {"model": self.model.state_dict(), "epoch": epoch})
         if improved:
-            store.atomic_torch_save(self.dir.file("checkpoint_best.pt"),
-                                    {"model": self.model.state_dict(), "epoch": epoch, "best": self.best})
+            self.dir.save_torch("checkpoint_best.pt",
+                                {"model": self.model.state_dict(), "epoch": epoch, "best": self.best})
         rng = {"cpu": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}
-        store.atomic_torch_save(self.dir.file("checkpoint_last.pt"), {
+        self.dir.save_torch("checkpoint_last.pt", {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng, "epoch": epoch, "best": self.best, "config": self.cfg.to_dict()})
+            "rng": rng, "epoch": epoch, "best": self.best, "config": dict(self.dir.config)})
 
     # -- one epoch ---------------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
@@ -390,6 +423,7 @@ class _Trainer:
         epochs = [r for r in self.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"]
         best = next(r for r in epochs if r["epoch"] == self.best["epoch"])
         passes = self.method.passes(self.method_cfg)
+        self.dir.record("metrics.jsonl")
         self.dir.write_json(store.SUMMARY, {
             "finished": True,
             "epochs": len(epochs),

@@ -29,20 +29,25 @@ def results_root(tmp_path, monkeypatch):
 def smoke_executed(tmp_path_factory):
     """Execute a book notebook in the smoke profile, once per session: ``smoke_executed(name)``
     returns its executed copy.  The notebooks share one session store, as in ``make book``."""
-    from rs_lib import book
+    from rs_lib import _record, book
 
     out = tmp_path_factory.mktemp("executed")
     store = tmp_path_factory.mktemp("smoke-results")
     done: dict[str, object] = {}
 
+    def record(name: str):
+        """The store lookups of the notebook's execution (``rs_lib._record``; the plan tests)."""
+        return out / f"{name}.keys.jsonl"
+
     def execute(name: str):
         if name not in done:
-            with book._environment(RS_RESULTS=str(store)):
+            with book._environment(RS_RESULTS=str(store), **{_record.ENV: str(record(name))}):
                 done[name] = book.execute_notebook(name, profile="smoke", device="cpu", output_dir=out,
                                                    progress=False, threads=1)
         return done[name]
 
     execute.output_dir = out
+    execute.record = record
     return execute
 
 

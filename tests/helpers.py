@@ -30,3 +30,29 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 300,
     for p in model.parameters():
         p.grad = None
     return model.eval()
+
+
+def recorded_lookups(path) -> set[tuple[str, str]]:
+    """The (store, key) pairs appended to ``path`` by rs_lib._record (``$RS_RECORD_KEYS``)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return set()
+    return {(row["store"], row["key"]) for row in map(json.loads, path.read_text().splitlines())}
+
+
+def assert_lookups_equal_plan(experiment: str, profile: str, record) -> None:
+    """The runs and results a notebook looked up (recorded in ``record``) are exactly the plan's
+    (certification shards aside: the notebook reads their merge)."""
+    from rs_lib import plan
+
+    looked_up = recorded_lookups(record)
+    planned = {(j.store, j.key) for j in plan.plan(experiment, profile) if j.kind != "certify_shard"}
+    labels = {(j.store, j.key): j.label for j in plan.plan(experiment, profile)}
+    assert looked_up, f"{experiment}: nothing recorded in {record}"
+    missing = sorted(labels[k] for k in planned - looked_up)
+    extra = sorted(looked_up - planned)
+    assert not extra, f"{experiment} ({profile}): the notebook looked up {len(extra)} keys its plan lacks: {extra[:5]}"
+    assert not missing, f"{experiment} ({profile}): the plan lists {len(missing)} jobs the notebook never used: {missing[:5]}"

@@ -3,6 +3,8 @@ summary_table, radius_cap, interpolation_confidence and equal_confidence_ratio."
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,6 +45,10 @@ def test_certify_run_resumes_a_killed_file_to_the_same_rows(tiny_run):
     path = next(tiny_run.dir.path.glob("certify-*.tsv"))
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:3]) + lines[3][:5])          # two rows kept, a torn third
+    meta_path = path.with_name(path.name + ".meta.json")         # killed before it completed:
+    meta = json.loads(meta_path.read_text())                     # no completion record yet
+    del meta["complete"]
+    meta_path.write_text(json.dumps(meta))
     resumed = smoothing.certify_run(tiny_run, **CERT)
     cols = ["idx", "label", "predict", "radius", "correct", "p_lower", "count", "n"]
     pd.testing.assert_frame_equal(full[cols], resumed[cols])

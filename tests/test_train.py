@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from rs_lib import methods, train
+from rs_lib import data, methods, train
 from rs_lib.train import TrainConfig, lr_factor, run_training, warmup_factor
 
 TINY = dict(dataset="synthetic", model="small_cnn", epochs=3, batch_size=64, n_train=256, n_val=64,
@@ -79,7 +79,10 @@ def test_run_directory_holds_config_env_metrics_and_checkpoints(tmp_path):
     files = {p.name for p in run.dir.path.iterdir()}
     assert {"config.json", "env.json", "metrics.jsonl", "summary.json",
             "checkpoint_last.pt", "checkpoint_best.pt"} <= files
-    assert json.loads((run.dir.path / "config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))
+    stored = json.loads((run.dir.path / "config.json").read_text())
+    assert stored == json.loads(json.dumps({**cfg.to_dict(), "data_fingerprint": data.fingerprint("synthetic")}))
+    env = json.loads((run.dir.path / "env.json").read_text())
+    assert env["data_fingerprint"] == stored["data_fingerprint"] and env["code"]["rs_lib"]
     epochs = run.epochs()
     assert list(epochs["epoch"]) == [0, 1, 2] and (epochs["train_time"] > 0).all()
     assert len(run.iterations()) == 3 * 4

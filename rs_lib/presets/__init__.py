@@ -1,35 +1,28 @@
 """Profile presets, one module per chapter, merged here.
 
-Each chapter module defines ``PRESETS`` (experiment -> profile -> knobs) and ``KNOB_CHECKS``
-(knob -> checker for knobs that are not :class:`~rs_lib.train.TrainConfig` fields).  Knob names
-shared across chapters must mean the same thing (a duplicate checker is an error).
+Each chapter module defines ``SETTINGS`` (experiment -> its typed settings class, a frozen
+dataclass of knobs with their types and checks, :mod:`rs_lib.presets._settings`) and ``PRESETS``
+(experiment -> profile -> the knobs' values, with the papers' citations beside them).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
-from ._checks import COMMON_CHECKS
+from ._settings import Settings
 
 CHAPTERS = ("foundations", "backward_smoothing", "smoothing")
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {}
-KNOB_CHECKS: dict[str, Callable[[str, Any], Any]] = dict(COMMON_CHECKS)
+SETTINGS: dict[str, type[Settings]] = {}
 
 for _name in CHAPTERS:
-    try:
-        _module = importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _err:
-        if _err.name != f"{__name__}.{_name}":
-            raise
-        continue
+    _module = importlib.import_module(f"{__name__}.{_name}")
     for _exp in _module.PRESETS:
         if _exp in PRESETS:
             raise RuntimeError(f"experiment {_exp!r} defined by two chapters")
+        if _exp not in _module.SETTINGS:
+            raise RuntimeError(f"experiment {_exp!r} of {_name} has presets but no settings class")
     PRESETS.update(_module.PRESETS)
-    for _knob, _checker in getattr(_module, "KNOB_CHECKS", {}).items():
-        if _knob in KNOB_CHECKS and KNOB_CHECKS[_knob] is not _checker:
-            raise RuntimeError(f"knob {_knob!r} has two checkers; reuse the one in presets/_checks.py")
-        KNOB_CHECKS[_knob] = _checker
+    SETTINGS.update(_module.SETTINGS)

@@ -1,4 +1,4 @@
-"""Checkers for preset knobs that are not TrainConfig fields (shared by all chapters)."""
+"""Checkers for knobs that are not TrainConfig fields, shared by the chapters' settings classes."""
 
 from __future__ import annotations
 
@@ -23,11 +23,3 @@ def list_of(item_check: Callable[[str, Any], Any], *, allow_empty: bool = False)
 
 def seed_list(name: str, value: Any) -> Any:
     return list_of(lambda n, v: check.integer(n, v, low=0))(name, value)
-
-
-COMMON_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "train_sigmas": list_of(check.positive),
-    "eval_sigmas": list_of(check.non_negative),
-    "n_test": check.positive_int,
-    "seeds": seed_list,
-}

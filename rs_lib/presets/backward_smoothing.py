@@ -40,12 +40,14 @@ Profiles:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from .. import _validate as check
 from .. import methods
 from ..train import TrainConfig
-from ._checks import list_of
+from ._checks import list_of, seed_list
+from ._settings import TrainKnobs, knob
 
 #: The run-store experiment shared by the six notebooks (one directory per TrainConfig hash).
 STORE = "backward_smoothing"
@@ -332,6 +334,51 @@ def train_config(settings: Any, method: str, *, eps: float | None = None, seed: 
     return settings.train_config(**changes)
 
 
+def train(cfg: TrainConfig, *, device: str = "auto", progress: bool = True):
+    """Train (or read back from :data:`STORE`) the run of ``cfg`` (one of :func:`train_config`'s)."""
+    from ..train import run_training
+
+    return run_training(cfg, experiment=STORE, device=device, progress=progress)
+
+
+def long_label(settings: Any, method: str) -> str:
+    """The label of ``method``'s longer run (``long_training``) in ``bs_loss_increment``."""
+    changed = ", ".join(f"{k}={v}" for k, v in settings.long_training.items())
+    return f"{LABELS[method]}, ε={settings.linf_eps:g}, {changed}"
+
+
+def loss_increment_runs(settings: Any) -> dict[str, TrainConfig]:
+    """Fig. 1 / Fig. 5's runs by label: ``increment_methods`` at ``linf_eps``, ``sanity_methods`` at
+    ``sanity_eps`` (if set) and ``long_methods`` with ``long_training`` (:func:`long_label`)."""
+    runs = {f"{LABELS[m]}, ε={settings.linf_eps:g}": train_config(settings, m) for m in settings.increment_methods}
+    if settings.sanity_eps is not None:
+        runs.update({f"{LABELS[m]}, ε={settings.sanity_eps:g}": train_config(settings, m, eps=settings.sanity_eps)
+                     for m in settings.sanity_methods})
+    runs.update({long_label(settings, m): train_config(settings, m, training=settings.long_training)
+                 for m in settings.long_methods})
+    return runs
+
+
+def stability_configurations(settings: Any) -> dict[str, tuple[str, dict[str, float]]]:
+    """Fig. 6's configurations by label: Fast AT at each of ``fast_at_step_ratios`` x
+    ``stability_eps`` and each of ``stability_methods`` at its own step; ``(method, params)``."""
+    eps = settings.stability_eps
+    configs: dict[str, tuple[str, dict[str, float]]] = {}
+    for ratio in settings.fast_at_step_ratios:
+        name = f"Fast AT, α = {ratio:.3g}ε ({ratio * eps * 255:.3g}/255)".replace("= 1ε", "= ε")
+        configs[name] = ("fast_at", {"step_size": ratio * eps})
+    for method in settings.stability_methods:
+        ratio = settings.step_ratios[method]
+        configs[f"{LABELS[method]}, α = {ratio:.3g}ε".replace("= 1ε", "= ε")] = (method, {})
+    return configs
+
+
+def stability_runs(settings: Any) -> dict[tuple[str, int], TrainConfig]:
+    """The runs of :func:`stability_configurations` at ``stability_eps`` over ``seeds``."""
+    return {(name, seed): train_config(settings, method, eps=settings.stability_eps, seed=seed, **extra)
+            for name, (method, extra) in stability_configurations(settings).items() for seed in settings.seeds}
+
+
 def check_training_device(training: Mapping[str, Any], device: Any, *, name: str = "training") -> None:
     """Raise before any training if the loop settings ``training`` cannot run on ``device``
     (mixed precision, ``amp=True``, needs CUDA), naming ``name`` and what to change."""
@@ -365,11 +412,8 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
     """
     from .. import data, evaluate
 
-    _protocol("protocol", protocol)
-    check.positive_int("n_test", n_test)
-    check.choice("which", which, ("best", "last"))
-    eps = run.config.eval_params["eps"] if eps is None else check.positive("eps", eps)
-    params = {"protocol": protocol, "n_test": n_test, "which": which, "eps": eps}
+    params = robustness_params(run.config, protocol=protocol, n_test=n_test, which=which, eps=eps)
+    eps = params["eps"]
 
     def compute() -> dict[str, Any]:
         model = run.load_model(which, device=device)
@@ -379,6 +423,43 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
         return out if result.adbd is None else {**out, "adbd": result.adbd}
 
     return run.cached("robustness", params, compute)
+
+
+def robustness_params(config: TrainConfig, *, protocol: str, n_test: int, which: str = "best",
+                      eps: float | None = None) -> dict[str, Any]:
+    """What :func:`robustness`'s cached result on a run of ``config`` depends on (validated); the
+    radius defaults to the run's training (validation) radius."""
+    _protocol("protocol", protocol)
+    check.positive_int("n_test", n_test)
+    check.choice("which", which, ("best", "last"))
+    eps = config.eval_params["eps"] if eps is None else check.positive("eps", eps)
+    return {"protocol": protocol, "n_test": n_test, "which": which, "eps": eps}
+
+
+def curvature_params(config: TrainConfig, settings: Any) -> dict[str, Any]:
+    """What :func:`curvature`'s cached result on a run of ``config`` depends on (its kept epochs)."""
+    return {"epochs": list(config.keep_epochs), "n": settings.hessian_n, "iters": settings.hessian_iters,
+            "eps": settings.linf_eps, "step_size": method_params(settings, "backward_smoothing")["step_size"],
+            "gamma": settings.bs_gamma, "objectives": list(settings.hessian_objectives),
+            "weight_space": settings.weight_hessian, "weight_iters": 5 * settings.hessian_iters}
+
+
+def curvature(run: Any, settings: Any, *, device: str = "auto") -> list[dict[str, Any]]:
+    """Fig. 3: :func:`rs_lib.hessian.curvature_along_training` of a run's kept checkpoints on the
+    first ``hessian_n`` training images, at radius ``linf_eps`` with Backward Smoothing's step and
+    gamma; computed once, then read from the run directory."""
+    from .. import data, hessian
+
+    knobs = curvature_params(run.config, settings)
+
+    def compute() -> list[dict[str, Any]]:
+        probe_x, probe_y = data.load(settings.dataset, "train", n=settings.hessian_n).tensors()
+        return hessian.curvature_along_training(
+            lambda e: run.load_model(e, device=device), knobs["epochs"], probe_x, probe_y, eps=knobs["eps"],
+            step_size=knobs["step_size"], gamma=knobs["gamma"], objectives=knobs["objectives"],
+            iters=knobs["iters"], weight_space=knobs["weight_space"], weight_iters=knobs["weight_iters"])
+
+    return run.cached("curvature", knobs, compute)
 
 
 def cost(run: Any) -> dict[str, float]:
@@ -458,46 +539,109 @@ def _training(name: str, value: Any) -> Any:
     return dict(value)
 
 
-KNOB_CHECKS = {
-    "linf_eps": check.positive,
-    "step_ratios": _method_map(check.positive),
-    "trades_betas": _method_map(check.non_negative),
-    "bs_gamma": check.non_negative,
-    "gradalign_lam": check.non_negative,
-    "multistep_warmup_epochs": check.non_negative,
-    "multistep_n_train": _optional(check.positive_int),
-    "hessian_methods": list_of(_method, allow_empty=True),
-    "hessian_epochs": list_of(lambda n, v: check.integer(n, v, low=0)),
-    "increment_methods": list_of(_method),
-    "sanity_eps": _optional(check.positive),
-    "sanity_methods": list_of(_method, allow_empty=True),
-    "increment_window": check.positive_int,
-    "hessian_n": check.positive_int,
-    "hessian_iters": check.positive_int,
-    "hessian_objectives": list_of(_objective),
-    "weight_hessian": _flag,
-    "compare_methods": list_of(_method),
-    "pair_methods": list_of(_method),
-    "test_protocols": _protocol_sizes,
-    "aa_protocol": _protocol,
-    "aa_methods": list_of(_method, allow_empty=True),
-    "aa_n_test": check.positive_int,
-    "rays_protocol": _optional(_protocol),
-    "extra_eps": list_of(check.positive, allow_empty=True),
-    "extra_eps_methods": list_of(_method, allow_empty=True),
-    "beta_grid": list_of(check.non_negative),
-    "tradeoff_methods": list_of(_method),
-    "point_methods": list_of(_method, allow_empty=True),
-    "test_protocol": _protocol,
-    "stability_eps": check.positive,
-    "fast_at_step_ratios": list_of(check.positive),
-    "stability_methods": list_of(_method, allow_empty=True),
-    "step_ratio_grid": list_of(check.positive),
-    "gamma_grid": list_of(check.non_negative),
-    "num_points_grid": list_of(check.positive_int),
-    "variant_methods": list_of(_method),
-    "accel_methods": list_of(_method, allow_empty=True),
-    "long_methods": list_of(_method, allow_empty=True),
-    "long_training": _training,
-    "accel_training": _training,
-}
+# ------------------------------------------------------------------------------ typed settings
+
+_methods = list_of(_method)
+_maybe_methods = list_of(_method, allow_empty=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackwardSmoothingSettings(TrainKnobs):
+    """The chapter knobs every ``bs_*`` notebook shares (:func:`train_config` derives each method's
+    hyperparameters from them): the radius, step sizes as multiples of eps, TRADES betas, Backward
+    Smoothing's gamma, GradAlign's lambda, the multi-step baselines' warm-up and training subset,
+    and the runs whose checkpoints Fig. 3 probes."""
+
+    linf_eps: float = knob(check.positive)
+    step_ratios: Mapping[str, float] = knob(_method_map(check.positive))
+    trades_betas: Mapping[str, float] = knob(_method_map(check.non_negative))
+    bs_gamma: float = knob(check.non_negative)
+    gradalign_lam: float = knob(check.non_negative)
+    multistep_warmup_epochs: float = knob(check.non_negative)
+    multistep_n_train: int | None = knob(_optional(check.positive_int))
+    hessian_methods: list[str] = knob(_maybe_methods)
+    hessian_epochs: list[int] = knob(list_of(lambda n, v: check.integer(n, v, low=0)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossIncrement(BackwardSmoothingSettings):
+    """``bs_loss_increment`` (Fig. 1, Fig. 5)."""
+
+    experiment: ClassVar[str] = "bs_loss_increment"
+    increment_methods: list[str] = knob(_methods)
+    sanity_eps: float | None = knob(_optional(check.positive))
+    sanity_methods: list[str] = knob(_maybe_methods)
+    increment_window: int = knob(check.positive_int)
+    long_methods: list[str] = knob(_maybe_methods)
+    long_training: Mapping[str, Any] = knob(_training)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hessian(BackwardSmoothingSettings):
+    """``bs_hessian`` (Fig. 3)."""
+
+    experiment: ClassVar[str] = "bs_hessian"
+    hessian_n: int = knob(check.positive_int)
+    hessian_iters: int = knob(check.positive_int)
+    hessian_objectives: list[str] = knob(list_of(_objective))
+    weight_hessian: bool = knob(_flag)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison(BackwardSmoothingSettings):
+    """``bs_comparison`` (Tables 1-6, 13-14)."""
+
+    experiment: ClassVar[str] = "bs_comparison"
+    compare_methods: list[str] = knob(_methods)
+    pair_methods: list[str] = knob(_methods)
+    seeds: list[int] = knob(seed_list)
+    test_protocols: Mapping[str, int] = knob(_protocol_sizes)
+    aa_protocol: str = knob(_protocol)
+    aa_methods: list[str] = knob(_maybe_methods)
+    aa_n_test: int = knob(check.positive_int)
+    rays_protocol: str | None = knob(_optional(_protocol))
+    extra_eps: list[float] = knob(list_of(check.positive, allow_empty=True))
+    extra_eps_methods: list[str] = knob(_maybe_methods)
+    accel_methods: list[str] = knob(_maybe_methods)
+    accel_training: Mapping[str, Any] = knob(_training)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _TestedAt(BackwardSmoothingSettings):
+    n_test: int = knob(check.positive_int)
+    test_protocol: str = knob(_protocol)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BetaTradeoff(_TestedAt):
+    """``bs_beta_tradeoff`` (Fig. 4, Table 12)."""
+
+    experiment: ClassVar[str] = "bs_beta_tradeoff"
+    beta_grid: list[float] = knob(list_of(check.non_negative))
+    tradeoff_methods: list[str] = knob(_methods)
+    point_methods: list[str] = knob(_maybe_methods)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stability(_TestedAt):
+    """``bs_stability`` (Fig. 6, arXiv Fig. 1)."""
+
+    experiment: ClassVar[str] = "bs_stability"
+    stability_eps: float = knob(check.positive)
+    seeds: list[int] = knob(seed_list)
+    fast_at_step_ratios: list[float] = knob(list_of(check.positive))
+    stability_methods: list[str] = knob(_maybe_methods)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ablations(_TestedAt):
+    """``bs_ablations`` (Tables 7-11, 15)."""
+
+    experiment: ClassVar[str] = "bs_ablations"
+    step_ratio_grid: list[float] = knob(list_of(check.positive))
+    gamma_grid: list[float] = knob(list_of(check.non_negative))
+    num_points_grid: list[int] = knob(list_of(check.positive_int))
+    variant_methods: list[str] = knob(_methods)
+
+
+SETTINGS = {cls.experiment: cls for cls in (LossIncrement, Hessian, Comparison, BetaTradeoff, Stability, Ablations)}

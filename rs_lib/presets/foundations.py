@@ -2,6 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .. import _validate as check
+from ._checks import list_of
+from ._settings import TrainKnobs, knob
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoiseTraining(TrainKnobs):
+    """``noise_training``: natural and Gaussian-noise models (one per ``train_sigmas``), each
+    tested on ``n_test`` images under noise of each of ``eval_sigmas``."""
+
+    experiment: ClassVar[str] = "noise_training"
+    train_sigmas: list[float] = knob(list_of(check.positive))
+    eval_sigmas: list[float] = knob(list_of(check.non_negative))
+    n_test: int = knob(check.positive_int)
+
+
+SETTINGS = {"noise_training": NoiseTraining}
+
 PRESETS = {
     "noise_training": {
         "smoke": dict(dataset="synthetic", model="lenet", epochs=2, batch_size=64, n_train=512, n_val=128,
@@ -19,3 +40,37 @@ PRESETS = {
                       eval_sigmas=[0.0, 0.12, 0.25, 0.5, 0.75, 1.0], n_test=10000, seed=0),
     },
 }
+
+#: The run-store experiment of the chapter's notebook.
+STORE = "noise_training"
+
+
+def noise_runs(settings: Any) -> dict[str, Any]:
+    """The notebook's models by label: natural training, then Gaussian-noise training
+    (Cohen et al. §4) at each of ``settings.train_sigmas``."""
+    configs = {"standard": settings.train_config(method="standard")}
+    for s in settings.train_sigmas:
+        configs[f"gaussian σ={s}"] = settings.train_config(method="gaussian", method_params={"sigma": s})
+    return configs
+
+
+def noisy_accuracy_params(settings: Any) -> dict[str, Any]:
+    """What :func:`noisy_accuracy`'s cached result depends on."""
+    return {"eval_sigmas": settings.eval_sigmas, "n_test": settings.n_test}
+
+
+def noisy_accuracy(run: Any, settings: Any, *, device: str = "auto") -> dict[str, float]:
+    """Accuracy of a run's best model on the first ``n_test`` test images under Gaussian noise of
+    each of ``eval_sigmas`` (Cohen et al. App. B: the base classifier under noise), keyed by
+    ``str(sigma)``; computed once, then read from the run directory."""
+    from .. import data, evaluate
+
+    def compute() -> dict[str, float]:
+        test = data.load(settings.dataset, "test", n=settings.n_test)
+        model = run.load_model("best", device=device)
+        batches = list(data.batches(test, 500, shuffle=False, augment=False,
+                                    device=next(model.parameters()).device))
+        acc = evaluate.accuracy_under_noise(model, batches, settings.eval_sigmas, seed=settings.seed)
+        return {str(k): v for k, v in acc.items()}
+
+    return run.cached("noisy_accuracy", noisy_accuracy_params(settings), compute)

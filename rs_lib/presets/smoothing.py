@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from .. import _validate as check
+from ._checks import list_of
+from ._settings import TrainKnobs, knob
 
 #: The run-store experiment shared by the four notebooks (one directory per TrainConfig hash).
 STORE = "randomized_smoothing"
@@ -348,39 +351,79 @@ def _models(name: str, value: Any) -> Any:
     return value
 
 
-KNOB_CHECKS = {
-    "cert_points": check.positive_int,
-    "cert_n0": check.positive_int,
-    "cert_n": check.positive_int,
-    "cert_alpha": check.probability,
-    "cert_batch": check.positive_int,
-    "cert_radii": _radii,
-    "models": _models,
-    "paper_reference": _paper_reference,
-    "linf_radius": check.positive,
-    "attack_points": check.positive_int,
-    "attack_eps": _float_list,
-    "attack_steps": check.positive_int,
-    "m_test": _int_list,
-    "predict_n": check.positive_int,
-    "predict_ns": _int_list,
-    "stein_m_test": _int_list,
-    "study_sigma": check.positive,
-    "vanilla_grid": _pairs((check.positive, check.positive)),
-    "vanilla_steps": check.positive_int,
-    "vanilla_warmup_epochs": check.non_negative,
-    "smoothadv_grid_params": _method_params,
-    "ablation_sigma": check.positive,
-    "ablation_etas": _float_list,
-    "ablation_alpha_steps": _pairs((check.positive, check.positive_int)),
-    "ablation_maxnorms": _maxnorms,
-    "ablation_num_noise": _int_list,
-    "interp_points": check.positive_int,
-    "interp_steps": check.positive_int,
-    "interp_step_size": check.positive,
-    "interp_num_noise": check.positive_int,
-    "interp_ratios": lambda n, v: check.integer(n, v, low=2),
-}
+# ------------------------------------------------------------------------------ typed settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmoothingSettings(TrainKnobs):
+    """The knobs every ``rs_*`` notebook shares: CERTIFY's (points, n0, n, alpha, batch), the radii
+    of the tables and the model specs (``models``, label -> spec) that :func:`model_config` trains."""
+
+    cert_points: int = knob(check.positive_int)
+    cert_n0: int = knob(check.positive_int)
+    cert_n: int = knob(check.positive_int)
+    cert_alpha: float = knob(check.probability)
+    cert_batch: int = knob(check.positive_int)
+    cert_radii: list[float] = knob(_radii)
+    models: Mapping[str, Mapping[str, Any]] = knob(_models)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertifiedCurves(SmoothingSettings):
+    """``rs_certified_curves`` (Cohen et al. Fig. 7, SmoothAdv Fig. 1)."""
+
+    experiment: ClassVar[str] = "rs_certified_curves"
+    train_sigmas: list[float] = knob(list_of(check.positive))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison(SmoothingSettings):
+    """``rs_comparison`` (SmoothMix Tables 1-3, SmoothAdv Tables 2-4)."""
+
+    experiment: ClassVar[str] = "rs_comparison"
+    train_sigmas: list[float] = knob(list_of(check.positive))
+    paper_reference: str = knob(_paper_reference)
+    linf_radius: float = knob(check.positive)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmoothAdvAttacks(SmoothingSettings):
+    """``rs_smoothadv_attacks`` (SmoothAdv Fig. 3/7, 8, 9, 4)."""
+
+    experiment: ClassVar[str] = "rs_smoothadv_attacks"
+    train_sigmas: list[float] = knob(list_of(check.positive))
+    attack_points: int = knob(check.positive_int)
+    attack_eps: list[float] = knob(_float_list)
+    attack_steps: int = knob(check.positive_int)
+    m_test: list[int] = knob(_int_list)
+    predict_n: int = knob(check.positive_int)
+    predict_ns: list[int] = knob(_int_list)
+    stein_m_test: list[int] = knob(_int_list)
+    study_sigma: float = knob(check.positive)
+    vanilla_grid: list[list[float]] = knob(_pairs((check.positive, check.positive)))
+    vanilla_steps: int = knob(check.positive_int)
+    vanilla_warmup_epochs: float = knob(check.non_negative)
+    smoothadv_grid_params: Mapping[str, Any] = knob(_method_params)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmoothMixAblations(SmoothingSettings):
+    """``rs_smoothmix_ablations`` (SmoothMix Tables 6-9, Fig. 2, 5)."""
+
+    experiment: ClassVar[str] = "rs_smoothmix_ablations"
+    ablation_sigma: float = knob(check.positive)
+    ablation_etas: list[float] = knob(_float_list)
+    ablation_alpha_steps: list[list[float]] = knob(_pairs((check.positive, check.positive_int)))
+    ablation_maxnorms: list[float | None] = knob(_maxnorms)
+    ablation_num_noise: list[int] = knob(_int_list)
+    interp_points: int = knob(check.positive_int)
+    interp_steps: int = knob(check.positive_int)
+    interp_step_size: float = knob(check.positive)
+    interp_num_noise: int = knob(check.positive_int)
+    interp_ratios: int = knob(lambda n, v: check.integer(n, v, low=2))
+
+
+SETTINGS = {cls.experiment: cls for cls in (CertifiedCurves, Comparison, SmoothAdvAttacks, SmoothMixAblations)}
 
 
 # ------------------------------------------------------------------------------ model configs
@@ -500,3 +543,85 @@ def cert_kwargs(settings: Any) -> dict[str, Any]:
     """The CERTIFY settings of a preset as keyword arguments of ``smoothing.certify_run``."""
     return {"n_points": settings.cert_points, "n0": settings.cert_n0, "n": settings.cert_n,
             "alpha": settings.cert_alpha, "batch_size": settings.cert_batch, "seed": settings.seed}
+
+
+# ------------------------------------------------------------------------------ evaluations on stored runs
+
+def attack_indices(settings: Any, size: int) -> list[int]:
+    """The ``attack_points`` test indices that SmoothAdv's empirical attacks use: evenly spread over
+    the certified points (:func:`rs_lib.smoothing.certify_indices`), so certified and empirical
+    accuracy are measured on the same inputs."""
+    from .. import smoothing
+
+    cert_idx = smoothing.certify_indices(size, settings.cert_points)
+    return cert_idx[::max(1, len(cert_idx) // settings.attack_points)][:settings.attack_points]
+
+
+def empirical_params(settings: Any, *, eps: float, attack: str = "pgd", m: int = 1, n: int | None = None,
+                     estimator: str = "plugin") -> dict[str, Any]:
+    """What :func:`empirical`'s cached result depends on."""
+    return dict(eps=float(eps), attack=attack, m=int(m), n=int(n or settings.predict_n), estimator=estimator,
+                steps=settings.attack_steps, points=settings.attack_points, cert_points=settings.cert_points,
+                alpha=settings.cert_alpha, batch=settings.cert_batch, seed=settings.seed)
+
+
+def empirical(run: Any, settings: Any, *, sigma: float, eps: float, attack: str = "pgd", m: int = 1,
+              n: int | None = None, estimator: str = "plugin", device: str = "auto") -> dict[str, float]:
+    """SmoothAdv §4.3: PREDICT accuracy (and abstention) of the smoothed last model of ``run`` at
+    ``sigma`` on the :func:`attack_indices` points attacked at l2 radius ``eps`` (``attack`` 'pgd'
+    = SmoothAdv with ``m`` noise samples, 'base_pgd' = vanilla PGD on f; ``estimator`` 'plugin' or
+    'stein'), PREDICT with ``n`` samples (default ``predict_n``); cached in the run."""
+    import torch
+
+    from .. import data, evaluate, smoothing
+
+    params = empirical_params(settings, eps=eps, attack=attack, m=m, n=n, estimator=estimator)
+
+    def compute() -> dict[str, float]:
+        test = data.load(settings.dataset, "test")
+        points = test.subset(attack_indices(settings, len(test)))
+        model = run.load_model("last", device=device)
+        gen = torch.Generator(device=smoothing.model_device(model)).manual_seed(settings.seed)
+        out = evaluate.empirical_accuracy(model, points, sigma=sigma, eps=eps, attack=attack,
+                                          steps=settings.attack_steps, num_noise=params["m"], n=params["n"],
+                                          alpha=settings.cert_alpha, batch_size=settings.cert_batch,
+                                          estimator=estimator, generator=gen)
+        return {"accuracy": out.accuracy, "abstain": out.abstain_rate}
+
+    return run.cached("empirical", params, compute)
+
+
+def interpolation_indices(settings: Any, size: int) -> list[int]:
+    """The ``interp_points`` evenly spaced test indices of SmoothMix Fig. 2 / 5."""
+    return list(range(0, size, size // settings.interp_points))[:settings.interp_points]
+
+
+def interpolation_params(settings: Any) -> dict[str, Any]:
+    """What :func:`interpolation`'s cached result depends on."""
+    return dict(points=settings.interp_points, steps=settings.interp_steps, step_size=settings.interp_step_size,
+                m=settings.interp_num_noise, ratios=settings.interp_ratios, sigma=settings.ablation_sigma,
+                seed=settings.seed)
+
+
+def interpolation(run: Any, settings: Any, *, device: str = "auto") -> dict[str, Any]:
+    """SmoothMix Fig. 2 / 5: :func:`rs_lib.smoothing.adversarial_interpolation` of a run's last model
+    at ``ablation_sigma`` on the :func:`interpolation_indices` points (lists, NaN ratios as None);
+    cached in the run."""
+    import numpy as np
+    import torch
+
+    from .. import data, smoothing
+
+    def compute() -> dict[str, Any]:
+        test = data.load(settings.dataset, "test")
+        model = run.load_model("last", device=device)
+        x, y = test.subset(interpolation_indices(settings, len(test))).tensors(smoothing.model_device(model))
+        out = smoothing.adversarial_interpolation(
+            model, x, y, sigma=settings.ablation_sigma, step_size=settings.interp_step_size,
+            steps=settings.interp_steps, num_noise=settings.interp_num_noise,
+            ratios=np.linspace(0, 1, settings.interp_ratios),
+            generator=torch.Generator(device=x.device).manual_seed(settings.seed))
+        return {k: [None if np.isnan(v) else float(v) for v in a] if k == "ratio" else a.tolist()
+                for k, a in out.items()}
+
+    return run.cached("interpolation", interpolation_params(settings), compute)
