@@ -83,3 +83,35 @@ def test_ratio_verdict_and_claims_table():
     assert list(table.columns)[:3] == ["claim", "paper's figure/table", "paper"] and table.loc[0, "ours"] is None
     with pytest.raises(ValueError, match="verdict"):
         report.claim("x", "T", 1.0, 1.0, "cpu", "maybe")
+
+
+def test_readable_enlarges_only_the_fonts_that_would_print_below_9_pt_at_page_width():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rs_lib import plots
+
+    fig, ax = plt.subplots(figsize=(18, 4), dpi=110)   # 1980 px: shown at half size on the page
+    ax.plot([0, 1], [0, 1], label="BS")
+    ax.legend(fontsize=6)
+    big = ax.set_title("title", fontsize=30)
+    ax.tick_params(labelsize=5)
+    plots.readable(fig)
+    fig.canvas.draw()  # ticks re-created from the axis' parameters must stay readable
+    shown = min(1.0, plots.PAGE_WIDTH_PX / (18 * 110)) * 110 / 96
+    sizes = [t.get_fontsize() * shown for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+    assert min(sizes) >= plots.MIN_FONT_PT - 1e-9
+    assert big.get_fontsize() == 30
+    plt.close(fig)
+
+
+def test_a_method_keeps_its_colour_whatever_else_is_in_the_figure():
+    from rs_lib import plots
+
+    alone = plots.label_colours(["Backward Smoothing"])
+    mixed = plots.label_colours(["TRADES", "my variant", "Backward Smoothing", "Standard"])
+    assert alone["Backward Smoothing"] == mixed["Backward Smoothing"]
+    assert len(set(mixed.values())) == 4  # the unknown label takes a colour no method in the figure has
+    assert plots.label_colours(["SmoothMix", "Gaussian"])["SmoothMix"] != plots.label_colours(["Gaussian"])["Gaussian"]
