@@ -54,11 +54,13 @@ def smoke_executed(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_site(smoke_executed, tmp_path_factory):
     """The smoke-profile site, built once per session from the notebooks executed by
-    ``smoke_executed``: (the html folder, a folder for screenshots kept as test artefacts)."""
+    ``smoke_executed``: (the html folder, ``_build/test-screenshots/`` for the screenshots kept as
+    test artefacts)."""
     from rs_lib import book
 
     for name in book.NOTEBOOKS:
         smoke_executed(name)
     root = tmp_path_factory.mktemp("smoke-site")
     index = book.build_site(executed_dir=smoke_executed.output_dir, path_output=root)
-    return index.parent, root / "_build" / "screenshots"
+    # Screenshots outlive pytest's rotating temporary folders: _build/ is git-ignored.
+    return index.parent, book.REPO_ROOT / "_build" / "test-screenshots"
