@@ -13,6 +13,10 @@ the smoke and cpu profiles, the keys a notebook looks up are exactly its plan's.
 sweep is a cache hit for the notebook); :func:`job_done` says whether the store holds its result.
 Certification with many noise samples (paper: n = 100,000 on 10,000 images) is split by index range
 into ``certify_shard`` jobs and one ``certify_merge`` job writing the file the notebook reads.
+
+A run's key covers the fingerprint of its training data (:func:`rs_lib.train.run_dir_for`): where
+those data are missing, the plan still lists the run and what needs it, costed, under the key
+``nodata-<config hash>`` (:data:`NO_DATA`); such a job is never done and :func:`run_job` refuses it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import _validate as check
-from . import profiles, smoothing, train
+from . import data, profiles, smoothing, store, train
 from .presets import backward_smoothing as bs
 from .presets import foundations as fd
 from .presets import smoothing as sp
@@ -151,7 +155,7 @@ class _Plan:
 
     def train(self, cfg: TrainConfig, label: str) -> str:
         """Add the training run of ``cfg``; return its key."""
-        key = train.run_dir_for(cfg, experiment=self.store).path.name
+        key = _run_key(cfg, self.store)
         batches = math.ceil(_train_images(cfg) / cfg.batch_size)
         self._add(Job("train", self.experiment, self.store, key, (), f"train {self.store} {label}",
                       {"config": cfg.to_dict()},
@@ -200,6 +204,18 @@ class _Plan:
         return self._add(Job("certify_merge", self.experiment, self.store, key, tuple(shard_keys),
                              f"merge certify {label} ({shards} shards)", spec,
                              {**cost, "images": 0, "samples": 0})).key
+
+
+#: Prefix of the key of a run whose training data were missing where the plan was made: the store
+#: key covers the data's fingerprint, so such a job is listed (and costed) but cannot run.
+NO_DATA = "nodata-"
+
+
+def _run_key(cfg: TrainConfig, store_name: str) -> str:
+    try:
+        return train.run_dir_for(cfg, experiment=store_name).path.name
+    except data.DatasetNotFoundError:
+        return NO_DATA + store.config_hash(cfg.to_dict())
 
 
 def _train_images(cfg: TrainConfig) -> int:
@@ -413,6 +429,10 @@ def plan(experiment: str, profile: str, **overrides: Any) -> list[Job]:
 
 def _config(job: Job) -> TrainConfig:
     cfg = TrainConfig(**job.spec["config"])
+    if job.run_key.startswith(NO_DATA):
+        train.run_dir_for(cfg, experiment=job.store)   # raises DatasetNotFoundError (how to get them) if still missing
+        raise ValueError(f"job {job.label!r} was planned where {cfg.dataset} was missing, so its store key "
+                         "was unknown; plan again where the data are")
     key = train.run_dir_for(cfg, experiment=job.store).path.name
     if key != job.run_key:
         raise ValueError(f"job {job.label!r}: its config hashes to {key}, not to its key {job.run_key}; "
@@ -486,7 +506,9 @@ def _one_batch(kwargs: dict[str, Any], shards: int) -> dict[str, Any]:
 
 def job_done(job: Job, *, root: str | Path | None = None) -> bool:
     """Whether the store at ``root`` holds ``job``'s result, whole: a finished run, a result file,
-    a certification file (or shard) with all its rows."""
+    a certification file (or shard) with all its rows (never for a job planned without its data)."""
+    if job.run_key.startswith(NO_DATA):
+        return False
     run_dir = train.run_dir_for(_config(job), experiment=job.store, root=root)
     if job.kind == "train":
         return run_dir.finished
@@ -495,20 +517,22 @@ def job_done(job: Job, *, root: str | Path | None = None) -> bool:
         return False
     if job.kind == "evaluate" and job.spec["function"] != "certify":
         return True
-    kwargs = job.spec["kwargs"]
-    rows = kwargs["n_points"]
+    rows = job.spec["kwargs"]["n_points"]
     if job.kind == "certify_shard":
         k, shards = job.spec["shard"], job.spec["shards"]
         rows = len(range(k * rows // shards, (k + 1) * rows // shards))
-    try:
-        return len(smoothing.read_certify_tsv(path)) == rows
-    except ValueError:
-        return False
+    return smoothing.certify_complete(path, rows)
 
 
 def iter_plans(experiments_: tuple[str, ...], profile: str, **overrides: Any) -> Iterator[Job]:
     """The jobs of several experiments' plans, each key once (runs shared between notebooks of a
-    chapter are one job, listed under the first experiment that needs it)."""
+    chapter are one job, listed under the first experiment that needs it).  Each override goes to
+    the experiments that have that knob; one that none of them has is a ValueError naming theirs."""
+    known_any = {k for e in experiments_ for k in profiles.knobs(e)}
+    unknown = sorted(set(overrides) - known_any)
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))} is not a parameter of any of {', '.join(experiments_)} "
+                         f"(allowed: {', '.join(sorted(known_any))})")
     seen: set[tuple[str, str]] = set()
     for experiment in experiments_:
         known = profiles.knobs(experiment)

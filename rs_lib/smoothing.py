@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import io
 import json
 import math
@@ -563,6 +564,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
     from . import store
 
     meta_path = _meta_path(path)
+    if not meta_path.is_file():
+        raise store.DamagedFileError(path, f"its settings file {meta_path.name} is missing")
     try:
         meta = store.read_json(meta_path)
     except store.CorruptFileError as err:
@@ -937,20 +940,41 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
         if done != rows:
             raise ValueError(f"certify shard {str(path)!r} has {done} of its {rows} rows; run its "
                              "certify_shard job first")
-    settings = [{k: v for k, v in _read_meta(path).items() if k != "complete"} for path in paths]
+    settings = []
+    for path in paths:
+        check_certify_output(path)
+        settings.append({k: v for k, v in _read_meta(path).items() if k not in ("complete", "device_type")})
     if any(other != settings[0] for other in settings[1:]):
         raise ValueError(f"the shards of {certify_file_name(params)} were certified with different settings; "
                          "discard them (python -m rs_lib discard FILE) and re-run their certify_shard jobs")
     whole = run.dir.file(certify_file_name(params))
+    if certify_complete(whole, n_points):
+        return read_certify_tsv(whole)            # merged before
     tmp = whole.with_name(f".{whole.name}.merge.tmp")
     try:
         merge_certify_tsv(paths, tmp)
-        store.atomic_write_bytes(whole, tmp.read_bytes())
+        merged = tmp.read_bytes()
+        # verified like a file certified in one process: the shards' settings and its digest; the
+        # sidecar first, so that a kill before the TSV is replaced leaves a sidecar that is ours
+        _write_meta(whole, {**settings[0], "shards": shards, "merged_from": [p.name for p in paths],
+                            "complete": {"size": len(merged), "sha256": hashlib.sha256(merged).hexdigest()}})
+        store.atomic_write_bytes(whole, merged)
     finally:
         tmp.unlink(missing_ok=True)
-    # the merged file is verified like one certified in one process: the shards' settings, its digest
-    _write_meta(whole, {**settings[0], "merged_from": [p.name for p in paths], "complete": _tsv_digest(whole)})
     return read_certify_tsv(whole)
+
+
+def certify_complete(path: str | Path, rows: int) -> bool:
+    """Whether ``path`` is a finished certify TSV of ``rows`` rows, as written (its settings file
+    says so and its digest matches)."""
+    path = Path(path)
+    if not path.is_file() or not _meta_path(path).is_file():
+        return False
+    try:
+        check_certify_output(path)
+        return _read_meta(path).get("complete") is not None and len(read_certify_tsv(path)) == rows
+    except ValueError:
+        return False
 
 
 def model_device(model: nn.Module) -> torch.device:

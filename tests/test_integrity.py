@@ -79,9 +79,11 @@ def _fake_fmnist(folder: Path, seed: int, *, n_train: int = 200, n_test: int = 4
 FM = dict(dataset="fashion-mnist", model="lenet", epochs=1, batch_size=50, n_val=16, augment=False)
 
 
-# =============================================================================================
+# ======================================================================================
+
 # Bad-input battery, CLI (in process)
-# =============================================================================================
+# ======================================================================================
+
 
 def _cli(argv: list[str], capsys, *names: str) -> str:
     """Run the CLI; assert exit 2, one 'error:' message naming each of ``names``, no traceback,
@@ -306,9 +308,11 @@ def test_cli_user_errors_end_in_one_line_without_traceback_end_to_end(tmp_path, 
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
-# =============================================================================================
+# ======================================================================================
+
 # Bad-input battery, Python API
-# =============================================================================================
+# ======================================================================================
+
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
@@ -419,9 +423,11 @@ def test_torn_metrics_line_in_the_middle_blocks_a_resume_naming_file_and_line(ru
         run_training(TrainConfig(**TINY), device="cpu", progress=False)
 
 
-# =============================================================================================
+# ======================================================================================
+
 # Fault battery: a finished run damaged in turn
-# =============================================================================================
+# ======================================================================================
+
 
 ARTEFACTS = ["checkpoint_best.pt", "checkpoint_last.pt", "config.json", "summary.json", "metrics.jsonl",
              "manifest.json"]
@@ -503,9 +509,11 @@ def test_swapped_data_folder_gives_another_run_and_leaves_the_first(tmp_path):
     assert env["data_fingerprint"] == data.fingerprint("fashion-mnist", root=folder)
 
 
-# =============================================================================================
+# ======================================================================================
+
 # Run identity
-# =============================================================================================
+# ======================================================================================
+
 
 def test_two_data_folders_give_two_runs_each_read_back_as_its_own(tmp_path, monkeypatch):
     a, b = _fake_fmnist(tmp_path / "a", 0), _fake_fmnist(tmp_path / "b", 1)

@@ -1,6 +1,6 @@
 """rs_lib.plan: every experiment's runs and results as jobs keyed by the store, equal to what its
-notebook looks up (smoke: tests/test_notebooks.py executes each notebook and compares; cpu: here,
-the notebook's own code with the store's heavy calls replaced by recorders), run_job / job_done,
+notebook looks up (smoke: tests/test_notebooks.py executes each notebook and compares; cpu and
+paper: here, the notebook's own code with the store's heavy calls replaced by recorders), run_job / job_done,
 and certification sharded by index range then merged, equal to one process row for row."""
 
 from __future__ import annotations
@@ -14,12 +14,21 @@ import matplotlib
 import nbformat
 import pytest
 
-from rs_lib import book, plan, profiles, smoothing, train
+from rs_lib import book, data, plan, profiles, smoothing, store, train
 from rs_lib.presets import smoothing as sp
 
 matplotlib.use("Agg")
 
 TERMINAL_KINDS = ("train", "evaluate", "certify_merge")
+
+
+def _store_key(cfg, store_name):
+    """The run's folder name, as train.run_training finds it; where the training data are missing
+    (the paper's datasets on this machine) the plan's placeholder, since no key exists."""
+    try:
+        return train.run_dir_for(cfg, experiment=store_name).path.name
+    except data.DatasetNotFoundError:
+        return plan.NO_DATA + store.config_hash(cfg.to_dict())
 
 
 # ---------------------------------------------------------------------------- the jobs themselves
@@ -37,7 +46,7 @@ def test_every_plan_is_keyed_by_the_store_ordered_by_needs_and_serialisable(expe
         seen.add(job.key)
         if job.kind == "train":
             cfg = train.TrainConfig(**job.spec["config"])
-            assert job.key == train.run_dir_for(cfg, experiment=job.store).path.name
+            assert job.key == _store_key(cfg, job.store)
             assert job.cost["iterations"] > 0 and job.cost["model"] == cfg.model
         else:
             assert job.needs and job.key.startswith(job.run_key + "/") and job.run_key in seen
@@ -70,6 +79,10 @@ def test_shared_runs_are_one_job_across_a_chapter():
     assert len(set(keys)) == len(keys)
     per_experiment = sum(len(plan.plan(e, "cpu")) for e in plan.experiments("backward_smoothing"))
     assert len(jobs) < per_experiment      # e.g. Backward Smoothing at eps 0.3 serves five notebooks
+    both = list(plan.iter_plans(("bs_stability", "rs_comparison"), "smoke", seeds=[0, 1, 2]))
+    assert len([j for j in both if j.experiment == "bs_stability" and j.kind == "train"]) == 6
+    with pytest.raises(ValueError, match=r"'seedz' is not a parameter of any.*seeds"):
+        list(plan.iter_plans(("bs_stability", "rs_comparison"), "smoke", seedz=[0]))
 
 
 def test_overrides_change_the_plan_and_a_misspelled_one_names_the_knobs():
@@ -107,6 +120,22 @@ def test_run_job_fills_the_store_that_the_notebook_functions_read(tmp_path):
     frame = smoothing.certify_run(run, **sp.cert_kwargs(s), sigma=0.5, device="cpu", progress=False)
     assert len(frame) == s.cert_points
     assert {p: p.stat().st_mtime_ns for p in run.dir.path.iterdir()} == mtime   # read back, nothing redone
+
+
+def test_a_run_whose_data_are_missing_is_planned_under_a_placeholder_key_that_never_runs(monkeypatch):
+    def missing(name, **kwargs):
+        raise data.DatasetNotFoundError(f"{name} not found")
+
+    monkeypatch.setattr(data, "fingerprint", missing)
+    jobs = plan.plan("rs_certified_curves", "smoke")
+    assert all(j.key.startswith(plan.NO_DATA) for j in jobs) and len({j.key for j in jobs}) == len(jobs)
+    assert sum(j.cost["iterations"] for j in jobs) > 0
+    assert not any(plan.job_done(j) for j in jobs)
+    with pytest.raises(data.DatasetNotFoundError, match="not found"):
+        plan.run_job(jobs[0], device="cpu")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="plan again"):
+        plan.run_job(jobs[0], device="cpu")
 
 
 def test_a_job_of_a_changed_config_is_refused():
@@ -154,6 +183,14 @@ def test_sharded_certification_merged_equals_one_process_row_for_row(tmp_path, m
     rerun = train.Run(train.run_dir_for(cfg, experiment=sp.STORE, root=sharded), cfg)
     read = smoothing.certify_run(rerun, **cert, sigma=0.25, device="cpu", progress=False)
     assert read.drop(columns="time").equals(whole.drop(columns="time"))
+
+    # max_iterations (the paper-path check): one image per shard at a small n, merged, the real file untouched
+    before = set(rerun.dir.path.iterdir())
+    for job in [*shards, merge]:
+        plan.run_job(job, device="cpu", root=sharded, progress=False, max_iterations=2)
+    small = [p for p in set(rerun.dir.path.iterdir()) - before if ".shard" not in p.name and p.suffix == ".tsv"]
+    assert len(small) == 1 and len(smoothing.read_certify_tsv(small[0])) == len(shards)
+    assert cols(merged_path) == cols(run.dir.path / name)
 
 
 # ---------------------------------------------------------------------------- cpu: notebook == plan
@@ -219,7 +256,7 @@ class _Recorder:
         self.keys: set[tuple[str, str]] = set()
 
     def run_training(self, cfg, *, experiment="adhoc", **kwargs):
-        key = train.run_dir_for(cfg, experiment=experiment).path.name
+        key = _store_key(cfg, experiment)
         self.keys.add((experiment, key))
         return _FakeRun(self, experiment, key, cfg)
 
@@ -294,10 +331,14 @@ def _notebook_lookups(experiment: str, profile: str, monkeypatch, path: Path | N
     return recorder.keys, failed
 
 
+@pytest.mark.parametrize("profile", ["cpu", "paper"])
 @pytest.mark.parametrize("experiment", plan.experiments())
-def test_cpu_notebook_requests_exactly_its_plan(experiment, monkeypatch):
-    looked_up, failed = _notebook_lookups(experiment, "cpu", monkeypatch)
-    jobs = plan.plan(experiment, "cpu")
+def test_notebook_requests_exactly_its_plan_in_the_cpu_and_paper_profiles(experiment, profile, monkeypatch):
+    from rs_lib.presets import backward_smoothing as bs
+
+    monkeypatch.setattr(bs, "check_training_device", lambda *a, **k: None)   # paper's AMP runs need CUDA
+    looked_up, failed = _notebook_lookups(experiment, profile, monkeypatch)
+    jobs = plan.plan(experiment, profile)
     planned = {(j.store, j.key) for j in jobs if j.kind in TERMINAL_KINDS}
     labels = {(j.store, j.key): j.label for j in jobs}
     assert looked_up, failed
@@ -335,19 +376,19 @@ def test_the_cpu_check_fails_for_a_request_the_plan_lacks_and_for_one_it_never_m
 
 def test_run_job_with_max_iterations_runs_each_evaluation_small_and_leaves_the_real_key(tmp_path):
     root = tmp_path / "scratch"
-    for experiment in ("noise_training", "bs_hessian", "rs_smoothadv_attacks", "rs_smoothmix_ablations"):
-        jobs = plan.plan(experiment, "smoke")
-        for job in jobs:
-            if job.kind == "train":
-                plan.run_job(job, device="cpu", root=root, progress=False)
-        evaluated = {j.run_key: j for j in jobs if j.kind != "train"}
-        before = {key: set((root / job.store / key).iterdir()) for key, job in evaluated.items()}
-        for job in jobs:
-            if job.kind != "train":
-                plan.run_job(job, device="cpu", root=root, progress=False, max_iterations=2)
-                assert not plan.job_done(job, root=root)      # a small result is never the real one
-        for key, job in evaluated.items():                    # (small twins of two jobs may coincide)
-            assert set((root / job.store / key).iterdir()) - before[key], job.label
+    jobs = {j.key: j for e in plan.experiments() for j in plan.plan(e, "smoke")}
+    first = {}                                   # one job of each evaluation function
+    for job in jobs.values():
+        if job.kind == "evaluate":
+            first.setdefault(job.spec["function"], job)
+    assert set(first) == set(plan.EVALUATIONS)
+    for function, job in first.items():
+        plan.run_job(jobs[job.run_key], device="cpu", root=root, progress=False)
+        run_dir = root / job.store / job.run_key
+        before = set(run_dir.iterdir())
+        plan.run_job(job, device="cpu", root=root, progress=False, max_iterations=2)
+        assert not plan.job_done(job, root=root), function     # a small result is never the real one
+        assert set(run_dir.iterdir()) - before, function
 
 
 def test_python_m_rs_lib_plan_prints_the_jobs_and_what_is_done(tmp_path, capsys):
