@@ -33,11 +33,13 @@ def readable(fig, *, dpi: float | None = None, page_width_px: float = PAGE_WIDTH
     """Enlarge every text of ``fig`` (ticks, labels, legends, titles, notes) that would print below
     ``min_pt`` once the image is scaled to the page's text width, and return ``fig``.
 
-    A figure ``w`` inches wide at ``dpi`` is an image of ``w·dpi`` px; the page shows it at
+    A figure whose saved (tight) image is ``w`` inches wide at ``dpi`` is an image of ``w·dpi`` px; the page shows it at
     ``min(1, page_width_px / (w·dpi))`` of that, so a font of ``s`` pt appears at
     ``s · dpi/96 · scale`` CSS pt."""
     dpi = fig.dpi if dpi is None else dpi
-    width_px = fig.get_figwidth() * dpi
+    # The notebook saves the figure's tight bounding box: a legend outside the axes widens the image.
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())
+    width_px = max(fig.get_figwidth(), tight.width) * dpi
     shown = min(1.0, page_width_px / width_px) * dpi / 96.0
     smallest = min_pt / shown
     for ax in fig.axes:  # ticks are re-created on drawing from the axis' tick parameters

@@ -93,14 +93,15 @@ def test_readable_enlarges_only_the_fonts_that_would_print_below_9_pt_at_page_wi
 
     from rs_lib import plots
 
-    fig, ax = plt.subplots(figsize=(18, 4), dpi=110)   # 1980 px: shown at half size on the page
+    fig, ax = plt.subplots(figsize=(18, 4), dpi=110)   # 1980 px and more: shown below half size
     ax.plot([0, 1], [0, 1], label="BS")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside: widens the image
     big = ax.set_title("title", fontsize=30)
     ax.tick_params(labelsize=5)
     plots.readable(fig)
     fig.canvas.draw()  # ticks re-created from the axis' parameters must stay readable
-    shown = min(1.0, plots.PAGE_WIDTH_PX / (18 * 110)) * 110 / 96
+    width = max(18, fig.get_tightbbox(fig.canvas.get_renderer()).width)
+    shown = min(1.0, plots.PAGE_WIDTH_PX / (width * 110)) * 110 / 96
     sizes = [t.get_fontsize() * shown for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
     assert min(sizes) >= plots.MIN_FONT_PT - 1e-9
     assert big.get_fontsize() == 30
