@@ -34,6 +34,7 @@ help:
 	@echo "Robust deep learning reproducibility book. Targets:"
 	@echo "  make book     set up, execute every notebook (papermill, PROFILE=$(PROFILE)) and build the site"
 	@echo "                -> _build/html/index.html   (PROFILE=smoke|cpu|paper, DEVICE=auto|cpu|cuda)"
+	@echo "                READ_ONLY=1: render from the store after a sweep, never train"
 	@echo "  make test     set up, then run the whole test suite (notebooks in the smoke profile)"
 	@echo "  make setup    .venv with the pinned packages, Fashion-MNIST, local MathJax (idempotent)"
 	@echo "  make data     make Fashion-MNIST available offline"
@@ -122,8 +123,9 @@ $(MATHJAX):
 test: setup
 	RS_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/
 
+# READ_ONLY=1: render from the store only (after `python -m rs_lib sweep`), never train.
 book: setup
-	$(PY) -m rs_lib book --profile $(PROFILE) --device $(DEVICE)
+	$(PY) -m rs_lib book --profile $(PROFILE) --device $(DEVICE)$(if $(filter 1 yes true,$(READ_ONLY)), --read-only)
 
 clean:
 	rm -rf _build book/executed

@@ -41,6 +41,8 @@ import argparse
 
 from rs_lib import _validate as check
 from rs_lib import cost, methods
+from rs_lib.cost import paper_config as method_cfg  # noqa: F401 - benchmarks/gpu_check.py imports these here
+from rs_lib.cost import train_iteration  # noqa: F401
 from rs_lib.methods import adversarial
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m rs_lib {train,certify,evaluate,data,book,list,discard} ...``.
+"""Command line: ``python -m rs_lib {train,certify,evaluate,data,book,sweep,list,discard} ...``.
 
 Every subcommand validates its arguments before any heavy work.  One error path (:func:`main`):
 a user-caused failure (bad argument, missing / unreadable / corrupt / wrong-format file, unwritable
@@ -25,6 +25,8 @@ EPILOG = """examples:
   python -m rs_lib book --profile cpu                     # execute every notebook, build the site
   python -m rs_lib book --profile paper --device cuda --notebooks noise_training --param epochs=10 --no-build
                                                           # one chapter, a knob overridden (names checked)
+  python -m rs_lib sweep --all --profile paper --dry-run  # every paper job, GPU-hours per chapter
+  python -m rs_lib sweep bs_comparison --profile paper --gpus 0,1,2,3   # one job per GPU
   python -m rs_lib discard results/adhoc/<hash>           # set a damaged run aside (it is recomputed)
 results land in results/<experiment>/<key>/ (or $RS_RESULTS); a finished, verified run is reused.
 Add --debug anywhere to see the traceback of an error."""
@@ -386,6 +388,8 @@ def _add_book(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                    help="a notebook parameter, repeatable (e.g. --param epochs=10); every selected notebook "
                         "must declare it in its 'parameters' cell")
+    p.add_argument("--read-only", action="store_true",
+                   help="render from the store only (after a `sweep`): a missing run is an error, never trained")
 
 
 def _book(args: argparse.Namespace) -> int:
@@ -395,7 +399,7 @@ def _book(args: argparse.Namespace) -> int:
 
     check.choice("--profile", args.profile, PROFILES)
     build_book(profile=args.profile, device=args.device, notebooks=args.notebooks, build=not args.no_build,
-               threads=args.threads, parameters=_pairs(args.param, "--param"),
+               threads=args.threads, parameters=_pairs(args.param, "--param"), read_only=args.read_only,
                browser_check=not args.no_browser_check)
     return 0
 
@@ -416,6 +420,82 @@ def _discard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="compute experiments' runs through submitit (SLURM arrays or local GPUs)",
+                       description="Compute every run, evaluation and certification that the selected "
+                                   "experiments' notebooks read, as submitit jobs: one job array per dependency "
+                                   "wave on SLURM, or one job per local GPU / CPU worker. Finished results are "
+                                   "skipped, so a repeated sweep submits nothing. See the README's 'Paper scale "
+                                   "on a cluster or a multi-GPU box'.")
+    p.add_argument("experiments", nargs="*", help="experiment names (see `list`)")
+    p.add_argument("--chapter", default=None, help="every experiment of a chapter")
+    p.add_argument("--all", action="store_true", help="every experiment of the book")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu or paper")
+    p.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE",
+                   help="override an experiment knob, as a notebook parameter (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs, what is finished and GPU-hours; submit nothing")
+    p.add_argument("--status", action="store_true", help="finished, running, failed and missing jobs of this sweep")
+    p.add_argument("--executor", default="local", help="local (this machine) or slurm")
+    p.add_argument("--gpus", default=None, metavar="0,1,...", help="local: one job per listed GPU at a time")
+    p.add_argument("--cpu-workers", type=int, default=0, metavar="N", help="local without GPUs: N CPU jobs at a time")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per job")
+    p.add_argument("--partition", default=None, help="slurm: partition")
+    p.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs per job (default 1)")
+    p.add_argument("--cpus-per-job", type=int, default=None, help="slurm: CPUs per job")
+    p.add_argument("--timeout-min", type=int, default=None,
+                   help="minutes per job before it is checkpointed and requeued (slurm default 1440)")
+    p.add_argument("--array-parallelism", type=int, default=256, help="slurm: tasks of an array running at once")
+    p.add_argument("--max-requeue", type=int, default=20, help="times a job may be requeued after a timeout")
+    p.add_argument("--max-iterations", type=int, default=None,
+                   help="paper-path smoke test: stop each training after N steps (use with a scratch --results)")
+    p.add_argument("--costs", default=None, metavar="JSON", help="GPU check file for the cost table "
+                                                                 "(default: benchmarks/gpu_check.json if present)")
+    p.add_argument("--results", default=None, help="run store root (default: $RS_RESULTS or results/)")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from . import _validate as check
+    from . import costs, sweep
+    from .profiles import PROFILES
+
+    check.choice("--profile", args.profile, PROFILES)
+    check.choice("--executor", args.executor, sweep.EXECUTORS)
+    if args.dry_run and args.status:
+        raise ValueError("give --dry-run or --status, not both")
+    overrides = _pairs(args.parameter, "-p")
+    resources = None
+    if not (args.dry_run or args.status):   # every flag is checked before the plan is built
+        if args.max_iterations is not None:
+            check.positive_int("--max-iterations", args.max_iterations)
+        if args.executor == "local" and (args.gpus_per_job != 1 or args.array_parallelism != 256):
+            raise ValueError("--gpus-per-job and --array-parallelism are SLURM options; use --executor slurm")
+        resources = sweep.Resources(
+            executor=args.executor, gpus=sweep.parse_gpus(args.gpus) if args.gpus else (),
+            cpu_workers=args.cpu_workers, partition=args.partition, gpus_per_job=args.gpus_per_job,
+            cpus_per_job=args.cpus_per_job, timeout_min=args.timeout_min,
+            array_parallelism=args.array_parallelism, max_requeue=args.max_requeue, threads=args.threads)
+    experiments = sweep.select(args.experiments, chapter=args.chapter, all_=args.all)
+    jobs = sweep.collect(experiments, args.profile, overrides)
+    record = sweep.record_dir(args.results, experiments, args.profile, overrides)
+    runner = sweep.JobRunner()
+    _, job_done = runner._functions()
+    if args.dry_run:
+        table = costs.load_table(args.costs)
+        rows = sweep.estimate(jobs, root=args.results, job_done=job_done, table=table)
+        print(sweep.format_dry_run(rows, chapters=sweep.chapters_of(experiments), source=table.source))
+        return 0
+    if args.status:
+        print(f"sweep record: {record}")
+        print(sweep.format_status(sweep.job_states(jobs, record, root=args.results, job_done=job_done)))
+        return 0
+    sweep.write_request(record, experiments, args.profile, overrides, resources)
+    result = sweep.run_sweep(jobs, resources, record=record, root=args.results, runner=runner,
+                             max_iterations=args.max_iterations)
+    print(f"submitted {len(result.submitted)} jobs, {len(result.skipped)} already done or running"
+          + (f", {len(result.failed)} failed (see `sweep --status`)" if result.failed else ""))
+    return 1 if result.failed else 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from . import data, methods, models, profiles
 
@@ -434,19 +514,20 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="rs_lib: robust training, attacks and randomized-smoothing "
                                                  "certification behind the reproducibility book.")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,certify,evaluate,data,book,list,discard}")
+                                metavar="{train,certify,evaluate,data,book,sweep,list,discard}")
     _add_train(sub)
     _add_certify(sub)
     _add_evaluate(sub)
     _add_data(sub)
     _add_book(sub)
+    _add_sweep(sub)
     sub.add_parser("list", help="list methods, datasets, models and experiments")
     _add_discard(sub)
     return parser
 
 
 COMMANDS = {"train": _train, "certify": _certify, "evaluate": _evaluate, "data": _data, "book": _book,
-            "list": _list, "discard": _discard}
+            "sweep": _sweep, "list": _list, "discard": _discard}
 # User-caused failures: bad values (ValueError, which the store's and the data's errors extend)
 # and files that are missing, unreadable or unwritable (OSError).  Anything else is a bug.
 USER_ERRORS = (ValueError, OSError)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _validate as check
+from . import lock
 from .profiles import PROFILES
 from .site_check import check_site, format_problems, remote_resources
 
@@ -143,7 +144,7 @@ def _environment(**values: str) -> Iterator[None]:
 
 def execute_notebook(name: str | Path, *, profile: str, device: str = "auto", output_dir: str | Path,
                      parameters: Mapping[str, Any] | None = None, progress: bool = True,
-                     threads: int | None = None) -> Path:
+                     threads: int | None = None, read_only: bool = False) -> Path:
     """Run a notebook top to bottom with papermill and return the executed copy's path.
 
     ``name`` is a chapter name (``notebooks/<name>.ipynb``) or a path to an .ipynb file.  The
@@ -153,12 +154,15 @@ def execute_notebook(name: str | Path, *, profile: str, device: str = "auto", ou
     the kernel (default: the current ``OMP_NUM_THREADS``, else all cores).  The executed notebook
     is written to ``output_dir/<name>.ipynb``; a failing cell raises papermill's
     ``PapermillExecutionError`` (the partial notebook, with the traceback, is still written).
+    ``read_only`` renders from the store only (``RS_READ_ONLY=1`` in the kernel, see
+    :mod:`rs_lib.lock`): a missing run fails the cell, naming the ``sweep`` command that makes it.
     """
     check.choice("profile", profile, PROFILES)
     _check_device(device)
     n_threads = _check_threads(threads)
-    if not isinstance(progress, bool):
-        raise ValueError(f"progress must be True or False, got {progress!r}")
+    for flag, value in (("progress", progress), ("read_only", read_only)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
     out_dir = check.directory("output_dir", output_dir, must_exist=False)
     path = notebook_path(name)
     if parameters is not None and not isinstance(parameters, Mapping):
@@ -174,9 +178,18 @@ def execute_notebook(name: str | Path, *, profile: str, device: str = "auto", ou
 
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{path.stem}.ipynb"
-    with _environment(OMP_NUM_THREADS=str(n_threads)):
-        papermill.execute_notebook(str(path), str(output), parameters=injected, kernel_name=KERNEL,
-                                   cwd=str(REPO_ROOT), progress_bar=progress, log_output=False)
+    env = {"OMP_NUM_THREADS": str(n_threads)}
+    if read_only:
+        env.update({lock.READ_ONLY_ENV: "1",
+                    lock.SWEEP_HINT_ENV: _sweep_command(path.stem, profile, extra)})
+    with _environment(**env):
+        try:
+            papermill.execute_notebook(str(path), str(output), parameters=injected, kernel_name=KERNEL,
+                                       cwd=str(REPO_ROOT), progress_bar=progress, log_output=False)
+        except papermill.PapermillExecutionError as err:
+            if err.ename == lock.MissingResultError.__name__:   # the reader's error, not a bug
+                raise lock.MissingResultError(f"{path.name}: {err.evalue}") from None
+            raise
     _hide_injected_parameters(output)
     return output
 
@@ -191,6 +204,15 @@ def _hide_injected_parameters(path: Path) -> None:
         if "injected-parameters" in tags and "hide-input" not in tags:
             cell.metadata["tags"] = [*tags, "hide-input"]
     nbformat.write(nb, str(path))
+
+
+def _sweep_command(name: str, profile: str, parameters: Mapping[str, Any]) -> str:
+    """The ``sweep`` command line that computes what notebook ``name`` reads in ``profile``."""
+    import json
+    import shlex
+
+    extra = "".join(f" -p {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in parameters.items())
+    return f"python -m rs_lib sweep {name} --profile {profile}{extra}"
 
 
 def toc_pages(toc: str | Path = TOC) -> tuple[str, ...]:
@@ -286,20 +308,23 @@ def check_book(html: str | Path, *, screenshots: str | Path | None = None) -> No
 
 def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequence[str] | None = None,
                build: bool = True, threads: int | None = None, progress: bool = True,
-               parameters: Mapping[str, Any] | None = None, browser_check: bool = True) -> Path | None:
+               parameters: Mapping[str, Any] | None = None, read_only: bool = False,
+               browser_check: bool = True) -> Path | None:
     """Execute the book's notebooks in ``profile``, one after another, then build the site.
 
     ``parameters`` are injected into every selected notebook (each must declare them).
 
     ``notebooks`` limits execution to some chapters (the others must have been executed before for
     the build).  Finished runs are read from the run store, so a rebuild does not retrain.  Returns
-    ``_build/html/index.html`` (None with ``build=False``).  With ``browser_check`` the built site
-    is opened in headless Chromium (:func:`check_book`) and any problem raises.
+    ``_build/html/index.html`` (None with ``build=False``).  ``read_only``: nothing is computed,
+    every result must be in the store already (after a ``sweep``).  With ``browser_check`` the built
+    site is opened in headless Chromium (:func:`check_book`) and any problem raises.
     """
     check.choice("profile", profile, PROFILES)
     _check_device(device)
     n_threads = _check_threads(threads)
-    for flag, value in (("build", build), ("progress", progress), ("browser_check", browser_check)):
+    for flag, value in (("build", build), ("progress", progress), ("read_only", read_only),
+                        ("browser_check", browser_check)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
     if toc_notebooks() != NOTEBOOKS:
@@ -319,7 +344,7 @@ def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequenc
         print(f"[{i}/{len(selected)}] notebooks/{name}.ipynb -> book/executed/{name}.ipynb "
               f"(profile {profile}, device {device}, {n_threads} threads)", flush=True)
         execute_notebook(name, profile=profile, device=device, output_dir=EXECUTED_DIR,
-                         progress=progress, threads=n_threads, parameters=parameters)
+                         progress=progress, threads=n_threads, parameters=parameters, read_only=read_only)
     if not build:
         return None
     missing = [n for n in NOTEBOOKS if not (EXECUTED_DIR / f"{n}.ipynb").is_file()]

@@ -80,12 +80,19 @@ def config_for(train_config: Any) -> tuple[str, Any]:
 
 
 def train_iteration(model: nn.Module, opt: torch.optim.Optimizer, name: str, cfg: Any, x: torch.Tensor,
-                    y: torch.Tensor, ctx: StepContext) -> None:
-    """One training iteration as the loop does it: objective, weight backward, optimiser step."""
-    out = methods.METHODS[name].objective(model, x, y, cfg, ctx)
+                    y: torch.Tensor, ctx: StepContext, scaler: torch.amp.GradScaler | None = None) -> None:
+    """One training iteration as the loop does it: objective, weight backward, optimiser step; with
+    ``scaler``, AMP (float16 autocast and loss scaling)."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.float16, enabled=scaler is not None):
+        out = methods.METHODS[name].objective(model, x, y, cfg, ctx)
     opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    opt.step()
+    if scaler is None:
+        out.loss.backward()
+        opt.step()
+        return
+    scaler.scale(out.loss).backward()
+    scaler.step(opt)
+    scaler.update()
 
 
 def measured_passes(model: nn.Module, name: str, cfg: Any, x: torch.Tensor, y: torch.Tensor,

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from rs_lib import _validate as check
+from rs_lib.distributed import shard_bounds
 
 SPLITS = ("train", "val", "test")
 AUGMENTS = ("none", "flip", "crop_flip")
@@ -220,12 +221,16 @@ def num_batches(length: int, batch_size: int, drop_last: bool = False) -> int:
 
 def batches(data: ImageData, batch_size: int, *, shuffle: bool = False, augment: bool = False,
             generator: torch.Generator | None = None, drop_last: bool = False,
-            device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            device: str | torch.device = "cpu", shard: tuple[int, int] | None = None,
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (x float32 in [0, 1], y int64) batches on ``device``, in memory, no workers.
 
     ``shuffle`` permutes with ``generator``; ``augment`` applies ``data.info.augment`` per batch.
     Both draw on the CPU ``generator`` (None = torch's global one), so the same generator state
     gives the same batches on any device; use ``epoch_generator(seed, epoch)`` per epoch.
+    ``shard=(rank, world_size)`` yields only that rank's contiguous part of each batch
+    (``distributed.shard_bounds``); the batch is drawn and augmented whole first, so the parts of
+    all ranks together are exactly the 1-process batches.
     """
     if not isinstance(data, ImageData):
         raise ValueError(f"data must be an ImageData, got {type(data).__name__}")
@@ -235,12 +240,15 @@ def batches(data: ImageData, batch_size: int, *, shuffle: bool = False, augment:
             raise ValueError(f"{flag} must be True or False, got {value!r}")
     _check_generator(generator)
     dev = check.resolve_device("device", device)
-    return _batch_iter(data, batch_size, shuffle, augment, generator, drop_last, dev)
+    if shard is not None and (not isinstance(shard, tuple) or len(shard) != 2
+                              or not 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
+    return _batch_iter(data, batch_size, shuffle, augment, generator, drop_last, dev, shard)
 
 
 def _batch_iter(data: ImageData, batch_size: int, shuffle: bool, augment: bool,
                 generator: torch.Generator | None, drop_last: bool, device: torch.device,
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                shard: tuple[int, int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     order = torch.randperm(len(data), generator=generator) if shuffle else None
     for b in range(num_batches(len(data), batch_size, drop_last)):
         sl = slice(b * batch_size, (b + 1) * batch_size)
@@ -248,6 +256,9 @@ def _batch_iter(data: ImageData, batch_size: int, shuffle: bool, augment: bool,
             (data.images[order[sl]], data.labels[order[sl]])
         if augment:
             x = augment_batch(x, policy=data.info.augment, generator=generator)
+        if shard is not None:
+            start, stop = shard_bounds(len(y), *shard)
+            x, y = x[start:stop], y[start:stop]
         yield _to_float(x, device), y.to(device, non_blocking=True)
 
 
@@ -758,4 +769,26 @@ def write_cifar_files(directory: str | Path, images: np.ndarray | torch.Tensor,
                  b"batch_label": fname.encode()}
         with open(directory / fname, "wb") as f:
             pickle.dump(batch, f)
+    return directory
+
+
+def write_stand_in(name: str, directory: str | Path, *, n_train: int = 40, n_test: int = 10,
+                   seed: int = 0) -> Path:
+    """Generated images of dataset ``name``'s shape and classes (``make_synthetic``), written in
+    its real on-disk format into ``directory`` (pass it as ``root=`` or ``$RS_DATA``): a stand-in
+    that runs every paper-scale code path (CIFAR-10/100, (Fashion-)MNIST, Tiny ImageNet) without
+    the real files. Returns ``directory``."""
+    writers = {"cifar10": lambda d, x, y, part: write_cifar_files(d / "cifar-10-batches-py", x, y, part=part),
+               "cifar100": lambda d, x, y, part: write_cifar_files(d / "cifar-100-python", x, y, part=part,
+                                                                   num_classes=100),
+               "mnist": lambda d, x, y, part: write_mnist_files(d / "mnist", x, y, part=part),
+               "fashion-mnist": lambda d, x, y, part: write_mnist_files(d / "fashion-mnist", x, y, part=part),
+               "tiny-imagenet": lambda d, x, y, part: write_tiny_imagenet(d, x, y, part=part)}
+    check.choice("name", name, sorted(writers))
+    check.positive_int("n_train", n_train)
+    check.positive_int("n_test", n_test)
+    info, directory = dataset_info(name), Path(directory)
+    for part, size in (("train", n_train), ("test", n_test)):
+        images = make_synthetic(size=size, shape=info.shape, num_classes=info.num_classes, seed=seed, part=part)
+        writers[name](directory, images.images.numpy(), images.labels.numpy(), part)
     return directory

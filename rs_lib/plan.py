@@ -6,8 +6,11 @@ notebook computes from a stored run through a cached function (robust accuracy, 
 empirical accuracy, curvature, ...).  A job's ``key`` is what the notebook looks up: the run's
 folder name (:func:`rs_lib.train.run_dir_for`) for training, ``"<run folder>/<result file>"`` for a
 result.  The plan builds its configurations with the same preset functions as the notebook (the
-presets of :mod:`rs_lib.presets`), and ``tests/test_plan.py`` checks that, for every experiment in
-the smoke and cpu profiles, the keys a notebook looks up are exactly its plan's.
+presets of :mod:`rs_lib.presets`), and the tests check that, for every experiment, the keys its
+notebook looks up are exactly its plan's: in the smoke profile by executing the notebook with
+``$RS_RECORD_KEYS`` set (:mod:`rs_lib._record`, ``tests/test_notebooks.py``), in the cpu and paper
+profiles by running the notebook's code with the store's heavy calls recorded (``tests/test_plan.py``).
+``python -m rs_lib.plan EXPERIMENT --profile P`` prints a plan and which of its jobs are done.
 
 :func:`run_job` executes one job by calling the function the notebook calls (so a job done by a
 sweep is a cache hit for the notebook); :func:`job_done` says whether the store holds its result.
@@ -21,6 +24,7 @@ those data are missing, the plan still lists the run and what needs it, costed, 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -59,7 +63,8 @@ class Job:
     GPU-hour estimate: ``model``, ``dataset``, ``method`` (the training method of a 'train' job, the
     evaluation's name otherwise: 'robustness', 'certify', 'empirical', ...), ``iterations`` (train:
     epochs x batches), ``batch_size``, ``amp``, ``images`` (evaluated) and ``samples`` (forward
-    passes of noisy copies: certification images x (n0 + n)).  Jobs hash by their identity fields.
+    passes of noisy copies: certification images x (n0 + n)), plus ``protocol`` for a robust-accuracy
+    evaluation (rs_lib.evaluate.PROTOCOLS).  Jobs hash by their identity fields.
     """
 
     kind: str
@@ -174,7 +179,8 @@ class _Plan:
                       {"config": cfg.to_dict(), "function": function, "kwargs": _plain(kwargs),
                        "settings": self._settings_spec()},
                       {"model": cfg.model, "method": function, "dataset": cfg.dataset, "iterations": 0,
-                       "batch_size": 0, "amp": False, "images": images, "samples": samples}))
+                       "batch_size": kwargs.get("batch_size", 0), "amp": False, "images": images,
+                       "samples": samples, **({"protocol": kwargs["protocol"]} if "protocol" in kwargs else {})}))
         return key
 
     def certify(self, cfg: TrainConfig, label: str, *, sigma: float, n_points: int, n0: int, n: int,
@@ -254,42 +260,38 @@ def _bs_hessian(p: _Plan) -> None:
 
 def _bs_comparison(p: _Plan) -> None:
     s = p.settings
+    runs = bs.comparison_runs(s)
     protocols = list(s.test_protocols)
     first = protocols[0]
-    rob = "pgd100_bs" if "pgd100_bs" in protocols else first
+    rob = "pgd100_bs" if "pgd100_bs" in protocols else first   # the notebook's "rob" column
 
     def table_row(cfg: TrainConfig, label: str, extra: tuple[str, ...] = ()) -> None:
         for protocol in (first, rob, *extra):
             _robust(p, cfg, label, protocol, s.test_protocols[protocol])
 
-    for method in s.compare_methods:
-        cfg = bs.train_config(s, method)
+    for method, cfg in runs["compare"].items():           # Tables 1-4, every protocol, best and last
         table_row(cfg, bs.LABELS[method], tuple(protocols))
         _robust(p, cfg, bs.LABELS[method], first, s.test_protocols[first], "last")
-    for method in s.pair_methods:
-        for seed in s.seeds:
-            cfg = bs.train_config(s, method, seed=seed)
-            label = f"{bs.LABELS[method]} seed {seed}"
-            _robust(p, cfg, label, first, s.test_protocols[first])
-            _robust(p, cfg, label, first, s.test_protocols[first], "last")
-    for method in s.aa_methods:
-        cfg = bs.train_config(s, method)
+    for (method, seed), cfg in runs["pairs"].items():      # over seeds, best and last
+        label = f"{bs.LABELS[method]} seed {seed}"
+        _robust(p, cfg, label, first, s.test_protocols[first])
+        _robust(p, cfg, label, first, s.test_protocols[first], "last")
+    for method, cfg in runs["aa"].items():                 # Table 5: AutoAttack, PGD and RayS on aa_n_test
         for protocol in (s.aa_protocol, first, *([s.rays_protocol] if s.rays_protocol else [])):
             _robust(p, cfg, bs.LABELS[method], protocol, s.aa_n_test)
-    for eps in s.extra_eps:
-        for method in s.extra_eps_methods:
-            table_row(bs.train_config(s, method, eps=eps), f"{bs.LABELS[method]} eps {eps:.4g}")
-    for method in s.accel_methods:
-        table_row(bs.train_config(s, method, training=s.accel_training), f"{bs.LABELS[method]} accelerated")
+    for (eps, method), cfg in runs["extra_eps"].items():   # Tables 13-14
+        table_row(cfg, f"{bs.LABELS[method]} eps {eps:.4g}")
+    for method, cfg in runs["accel"].items():              # Table 6
+        table_row(cfg, f"{bs.LABELS[method]} accelerated")
 
 
 def _bs_beta_tradeoff(p: _Plan) -> None:
     s = p.settings
-    configs = {(m, b): bs.train_config(s, m, beta=b) for m in s.tradeoff_methods for b in s.beta_grid}
-    configs.update({(m, None): bs.train_config(s, m) for m in s.point_methods})
-    for (method, beta), cfg in configs.items():
-        label = bs.LABELS[method] + ("" if beta is None else f" beta {beta:g}")
-        _robust(p, cfg, label, s.test_protocol, s.n_test)
+    runs = bs.tradeoff_runs(s)
+    for (method, beta), cfg in runs["swept"].items():
+        _robust(p, cfg, f"{bs.LABELS[method]} beta {beta:g}", s.test_protocol, s.n_test)
+    for method, cfg in runs["points"].items():
+        _robust(p, cfg, bs.LABELS[method], s.test_protocol, s.n_test)
 
 
 def _bs_stability(p: _Plan) -> None:
@@ -301,16 +303,12 @@ def _bs_stability(p: _Plan) -> None:
 
 def _bs_ablations(p: _Plan) -> None:
     s = p.settings
-    eps = s.linf_eps
     name = bs.LABELS["backward_smoothing"]
-    configs = {f"{name} step {r:g} eps": bs.train_config(s, "backward_smoothing", step_size=r * eps)
-               for r in s.step_ratio_grid}
-    configs.update({f"{name} gamma {g:g}": bs.train_config(s, "backward_smoothing", gamma=g) for g in s.gamma_grid})
-    configs.update({f"{name} {k} points": bs.train_config(s, "backward_smoothing", num_points=k)
-                    for k in s.num_points_grid})
-    configs.update({bs.LABELS[m]: bs.train_config(s, m) for m in s.variant_methods})
-    for label, cfg in configs.items():
-        _robust(p, cfg, label, s.test_protocol, s.n_test)
+    labels = {"step": f"{name} step {{:g}} eps", "gamma": f"{name} gamma {{:g}}", "points": f"{name} {{}} points"}
+    for table, runs in bs.ablation_runs(s).items():
+        for value, cfg in runs.items():
+            label = bs.LABELS[value] if table == "variants" else labels[table].format(value)
+            _robust(p, cfg, label, s.test_protocol, s.n_test)
 
 
 def _certify(p: _Plan, cfg: TrainConfig, label: str, sigma: float) -> None:
@@ -440,9 +438,15 @@ def _config(job: Job) -> TrainConfig:
     return cfg
 
 
-def _stored_run(job: Job, root: str | Path | None) -> train.Run:
+#: Whether train keys a run cut short by ``max_iterations`` apart (the DDP / max_iterations work):
+#: then the evaluations of a ``max_iterations`` check read that run, else the configuration's own.
+_CUT_RUNS = "max_iterations" in inspect.signature(train.run_dir_for).parameters
+
+
+def _stored_run(job: Job, root: str | Path | None, max_iterations: int | None = None) -> train.Run:
     cfg = _config(job)
-    run_dir = train.run_dir_for(cfg, experiment=job.store, root=root)
+    cut = {"max_iterations": max_iterations} if max_iterations is not None and _CUT_RUNS else {}
+    run_dir = train.run_dir_for(cfg, experiment=job.store, root=root, **cut)
     if not run_dir.finished:
         raise ValueError(f"job {job.label!r} needs the finished training run {job.run_key} in "
                          f"{run_dir.path.parent}; run its train job first")
@@ -476,7 +480,7 @@ def run_job(job: Job, *, device: str = "auto", root: str | Path | None = None,
         train.run_training(_config(job), experiment=job.store, root=root, device=device, progress=progress,
                            **extra)
         return
-    run = _stored_run(job, root)
+    run = _stored_run(job, root, max_iterations)
     kwargs = dict(job.spec["kwargs"])
     if max_iterations is not None:
         kwargs = _one_batch(kwargs, job.spec.get("shards", 1))

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from rs_lib import _record
 from rs_lib import _validate as check
+from rs_lib import lock
 
 ABSTAIN = -1
 TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -501,6 +502,16 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
     check.directory("out_path's folder", path.parent if str(path.parent) else Path("."))
     settings = {"sigma": smooth.sigma, "num_classes": smooth.num_classes, "n0": n0, "n": n,
                 "alpha": alpha, "seed": seed, "autocast_dtype": str(smooth.autocast_dtype)}
+    with lock.hold(path.with_name(path.name + ".lock"), what=f"certification {path}"):
+        _certify_into(smooth, images, labels, path, settings, order, n0=n0, n=n, alpha=alpha,
+                      batch_size=batch_size, seed=seed, progress=progress)
+    return read_certify_tsv(path)
+
+
+def _certify_into(smooth: Smooth, images: Any, labels: Any, path: Path, settings: dict[str, Any],
+                  order: list[int], *, n0: int, n: int, alpha: float, batch_size: int, seed: int,
+                  progress: bool) -> None:
+    """The rows of ``order`` not yet in ``path`` (the caller holds the file's lock)."""
     done = _prepare_output(path, settings, smooth.device)
     todo = [idx for idx in order if idx not in done]
     device = smooth.device
@@ -526,7 +537,6 @@ def certify_dataset(smooth: Smooth, images: Any, labels: Any = None, *, n0: int,
                 out.flush()
                 bar.update(1)
     _write_meta(path, {**meta, "complete": _tsv_digest(path)})
-    return read_certify_tsv(path)
 
 
 def _selected_indices(size: int, indices: Iterable[int] | None, start: int, stop: int | None,
@@ -910,6 +920,8 @@ def certify_run(run: Any, *, split: str = "test", n_points: int, n0: int, n: int
             k, shards = _check_shard(shard)   # the indices ascend, so shard k is this slice of rows
             return finished.iloc[k * n_points // shards:(k + 1) * n_points // shards].reset_index(drop=True)
     path = whole if shard is None else run.dir.file(certify_file_name(params, shard))
+    lock.check_writable(f"certification {path.name!r} ({n_points} points, n {n}, sigma {sigma}) of run "
+                        f"{run.dir.path}")
     dataset = data_mod.load(run.config.dataset, split)
     try:
         indices = certify_indices(len(dataset), n_points, shard)
@@ -950,17 +962,19 @@ def merge_certify_run(run: Any, *, shards: int, split: str = "test", n_points: i
     whole = run.dir.file(certify_file_name(params))
     if certify_complete(whole, n_points):
         return read_certify_tsv(whole)            # merged before
+    lock.check_writable(f"certification {whole.name!r} (the merge of {shards} shards) of run {run.dir.path}")
     tmp = whole.with_name(f".{whole.name}.merge.tmp")
-    try:
-        merge_certify_tsv(paths, tmp)
-        merged = tmp.read_bytes()
-        # verified like a file certified in one process: the shards' settings and its digest; the
-        # sidecar first, so that a kill before the TSV is replaced leaves a sidecar that is ours
-        _write_meta(whole, {**settings[0], "shards": shards, "merged_from": [p.name for p in paths],
-                            "complete": {"size": len(merged), "sha256": hashlib.sha256(merged).hexdigest()}})
-        store.atomic_write_bytes(whole, merged)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with lock.hold(whole.with_name(whole.name + ".lock"), what=f"merge into {whole}"):
+        try:
+            merge_certify_tsv(paths, tmp)
+            merged = tmp.read_bytes()
+            # verified like a file certified in one process: the shards' settings and its digest;
+            # the sidecar first, so that a kill before the TSV is replaced leaves a sidecar that is ours
+            _write_meta(whole, {**settings[0], "shards": shards, "merged_from": [p.name for p in paths],
+                                "complete": {"size": len(merged), "sha256": hashlib.sha256(merged).hexdigest()}})
+            store.atomic_write_bytes(whole, merged)
+        finally:
+            tmp.unlink(missing_ok=True)
     return read_certify_tsv(whole)
 
 

@@ -13,6 +13,7 @@ after epoch k and resumed ends with the same weights and metrics as an uninterru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -29,7 +30,9 @@ from tqdm import tqdm
 from . import _record
 from . import _validate as check
 from . import data as data_mod
+from . import distributed
 from . import evaluate as evaluate_mod
+from . import lock
 from . import methods as methods_mod
 from . import models as models_mod
 from . import store
@@ -209,14 +212,17 @@ class Run:
         and parameters, so that re-rendering a notebook reads it back."""
         path = self.dir.file(cached_name(name, params))
         _record.lookup(self.dir.path.parent.name, f"{self.dir.path.name}/{path.name}")
-        if path.exists():
-            try:
-                return self.dir.read_json(path.name)["result"]
-            except (store.CorruptFileError, KeyError, TypeError) as err:
-                raise store.DamagedRunError(self.dir.path, path.name, f"is not a cached result ({err})") from None
-        result = compute()
-        store.atomic_write_json(path, {"params": dict(params), "result": result})
-        return result
+        if not path.exists():
+            lock.check_writable(f"evaluation {path.name!r} of run {self.dir.path}")
+            with lock.hold(path.with_name(path.name + ".lock"), what=f"evaluation {path}"):
+                if not path.exists():   # else another process computed it while we waited
+                    result = compute()
+                    store.atomic_write_json(path, {"params": dict(params), "result": result})
+                    return result
+        try:
+            return self.dir.read_json(path.name)["result"]
+        except (store.CorruptFileError, KeyError, TypeError) as err:
+            raise store.DamagedRunError(self.dir.path, path.name, f"is not a cached result ({err})") from None
 
     def iterations(self):
         """Per-iteration metrics as a DataFrame."""
@@ -264,48 +270,103 @@ def config_from_json(config: Mapping[str, Any]) -> TrainConfig:
 def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path | None = None,
                  data_root: str | Path | None = None, device: str | torch.device = "auto",
                  threads: int | None = None, progress: bool = True,
-                 on_epoch_end: EpochCallback | None = None) -> Run:
+                 on_epoch_end: EpochCallback | None = None, max_iterations: int | None = None) -> Run:
     """Train ``cfg`` into the run store, or return the stored run if it already finished.
 
     Every argument is validated and the data are loaded before anything is written, so bad input
     leaves the store untouched.  An unfinished run directory is resumed from its last checkpoint.
+    Training holds the run's lock (:mod:`rs_lib.lock`): a second process on the same run waits and
+    then returns the finished run; in read-only mode a missing run raises ``MissingResultError``.
+
+    Several processes: started by ``torchrun`` (or submitit's ``TorchDistributedEnvironment``),
+    which set ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_ADDR`` / ``MASTER_PORT``, the
+    processes train one run data-parallel (:mod:`rs_lib.distributed`): the global batch is
+    ``cfg.batch_size``, each rank takes ``batch_size / world_size`` of it, rank 0 alone writes the
+    store.  The key does not depend on the number of processes; ``env.json`` records it.
+
+    ``max_iterations``: stop after that many optimiser steps (counted from the start of training)
+    and validate on one batch: the paper-path smoke test of every code path (``plan.run_job(job,
+    max_iterations=2)``).  It is only allowed with an explicit scratch ``root`` that is not the
+    configured store (``$RS_RESULTS`` or ``results/``), so a cut-short run never sits under the real
+    store's key; its summary and checkpoints say ``"max_iterations"``, and a run asked for without
+    the same ``max_iterations`` refuses such a directory instead of taking it as finished.
     """
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    device = check.resolve_device("device", device)
+    world = distributed.world_from_env()
+    device = distributed.device_for(world, check.resolve_device("device", device))
     if threads is not None:
         check.positive_int("threads", threads)
+    if max_iterations is not None:
+        check.positive_int("max_iterations", max_iterations)
     if cfg.amp and device.type != "cuda":
         raise ValueError("amp=True needs a CUDA device (mixed precision is not used on CPU)")
+    distributed.check_batch(world, cfg.batch_size)
+    if max_iterations is not None:
+        _check_scratch_root(root)
     run_dir = run_dir_for(cfg, experiment=experiment, root=root, data_root=data_root)
     _record.lookup(experiment, run_dir.path.name)
     run = Run(run_dir, cfg)
     run_dir.verify_config()
     if run_dir.finished:
         run_dir.verify()
+        _check_same_cut(run_dir.path, run_dir.summary.get("max_iterations"), max_iterations)
         return run
+    lock.check_writable(f"training run {run_dir.path} ({cfg.method} {cfg.model} on {cfg.dataset}, seed {cfg.seed})")
     store.ensure_writable(run_dir.path)
     if threads is not None:
         torch.set_num_threads(threads)
+    n_val = cfg.n_val if max_iterations is None else min(cfg.n_val or cfg.batch_size, cfg.batch_size)
     train_data = data_mod.load(cfg.dataset, "train", root=data_root, n=cfg.n_train, val_size=cfg.val_size)
-    val_data = data_mod.load(cfg.dataset, "val", root=data_root, n=cfg.n_val, val_size=cfg.val_size)
-    run_dir.create()
-    run_dir.write_json("env.json", store.environment(device, torch.get_num_threads(),
-                                                     data_fingerprint=run_dir.config[DATA_FINGERPRINT]))
-    _Trainer(cfg, run_dir, train_data, val_data, device, progress, on_epoch_end).fit()
+    val_data = data_mod.load(cfg.dataset, "val", root=data_root, n=n_val, val_size=cfg.val_size)
+    distributed.check_batch(world, cfg.batch_size, len(train_data))
+    distributed.init(world, device)
+    # Rank 0 holds the run's lock for all ranks; after waiting for it, every rank learns whether
+    # another process finished the run meanwhile.
+    held = lock.hold(run_dir.path / lock.RUN_LOCK, what=f"run {run_dir.path}") if world.is_main \
+        else contextlib.nullcontext()
+    with held:
+        if distributed.broadcast_object(world, run_dir.finished):   # trained by another process meanwhile
+            run_dir.verify()
+            _check_same_cut(run_dir.path, run_dir.summary.get("max_iterations"), max_iterations)
+            return run
+        if world.is_main:
+            run_dir.create()
+            run_dir.write_json("env.json", {**store.environment(device, torch.get_num_threads(),
+                                                                data_fingerprint=run_dir.config[DATA_FINGERPRINT]),
+                                            "world_size": world.size})
+        _Trainer(cfg, run_dir, train_data, val_data, device, progress, on_epoch_end,
+                 world=world, max_iterations=max_iterations).fit()
     return run
 
 
+def _check_scratch_root(root: str | Path | None) -> None:
+    """``max_iterations`` runs go to an explicit root other than the configured store."""
+    if root is None or store.results_root(root).resolve() == store.results_root(None).resolve():
+        raise ValueError(f"max_iterations (a smoke run cut short) needs an explicit scratch root= other than "
+                         f"the run store {store.results_root(None)}, so that it never stands in the store "
+                         f"for the finished run of its configuration")
+
+
+def _check_same_cut(path: Path, stored: int | None, wanted: int | None) -> None:
+    if stored is not None and stored != wanted:
+        raise ValueError(f"{path} holds a smoke run cut short at max_iterations={stored}, not a finished "
+                         f"run of this configuration: train into another root, or delete that directory")
+
+
 class _Trainer:
-    def __init__(self, cfg, run_dir, train_data, val_data, device, progress, on_epoch_end):
+    def __init__(self, cfg, run_dir, train_data, val_data, device, progress, on_epoch_end, *,
+                 world: distributed.World = distributed.World(), max_iterations: int | None = None):
         self.cfg, self.dir, self.device = cfg, run_dir, device
         self.train_data, self.val_data = train_data, val_data
-        self.progress, self.on_epoch_end = progress, on_epoch_end
+        self.world, self.max_iterations = world, max_iterations
+        self.progress, self.on_epoch_end = progress and world.is_main, on_epoch_end
         self.method = methods_mod.get_method(cfg.method)
         self.method_cfg = cfg.method_cfg
         self.info = train_data.info
         torch.manual_seed(cfg.seed)
         self.model = build_model_for(cfg, self.info).to(device)
+        distributed.seed_rank_rng(world, cfg.seed)   # after the (identical) initialisation
         self.optimizer = build_optimizer(cfg, self.model)
         self.iters_per_epoch = data_mod.num_batches(len(train_data), cfg.batch_size, drop_last=False)
         self.total_iters = self.iters_per_epoch * cfg.epochs
@@ -313,48 +374,77 @@ class _Trainer:
             self.optimizer, lambda it: lr_factor(cfg, it, self.total_iters))
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
         self.start_epoch, self.best = 0, {"value": -math.inf, "epoch": None}
+        self.stopped = False
         self._resume()
+        distributed.broadcast_parameters(world, self.model)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _resume(self) -> None:
         path = self.dir.file("checkpoint_last.pt")
         if not path.exists():
-            self.dir.write_jsonl("metrics.jsonl", [])
+            if self.world.is_main:
+                self.dir.write_jsonl("metrics.jsonl", [])
             return
         state = self.dir.load_torch("checkpoint_last.pt", verify=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["cpu"])
-        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        _check_same_cut(path, state.get("max_iterations"), self.max_iterations)
+        self._set_rng(state["rng"])
         self.start_epoch, self.best = state["epoch"] + 1, state["best"]
-        # Lines logged after the last checkpoint belong to an epoch that will be redone.
-        rows = [r for r in self.dir.read_jsonl("metrics.jsonl", drop_torn_tail=True)
-                if r["epoch"] < self.start_epoch]
-        self.dir.write_jsonl("metrics.jsonl", rows)
+        if self.world.is_main:
+            # Lines logged after the last checkpoint belong to an epoch that will be redone.
+            rows = [r for r in self.dir.read_jsonl("metrics.jsonl", drop_torn_tail=True)
+                    if r["epoch"] < self.start_epoch]
+            self.dir.write_jsonl("metrics.jsonl", rows)
+
+    def _rng_state(self) -> dict[str, Any]:
+        """The global RNG state (dropout) of every rank; the top level is rank 0's."""
+        mine = {"cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        if not self.world.distributed:
+            return {"cpu": mine["cpu"],
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}
+        ranks = distributed.gather_objects(self.world, mine)
+        return {**ranks[0], "ranks": ranks}
+
+    def _set_rng(self, rng: Mapping[str, Any]) -> None:
+        ranks = rng.get("ranks")
+        if self.world.distributed:
+            # The same world size continues each rank's stream; another keeps the fresh per-rank seeds.
+            if ranks is not None and len(ranks) == self.world.size:
+                torch.set_rng_state(ranks[self.world.rank]["cpu"].cpu())
+                if ranks[self.world.rank]["cuda"] is not None and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(ranks[self.world.rank]["cuda"].cpu(), self.device)
+            return
+        torch.set_rng_state(rng["cpu"].cpu())
+        if rng.get("cuda") is not None and torch.cuda.is_available() and ranks is None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
     def _checkpoint(self, epoch: int, improved: bool) -> None:
+        rng = self._rng_state()   # a collective: every rank takes part
+        if not self.world.is_main:
+            return
         if epoch in self.cfg.keep_epochs:
             self.dir.save_torch(f"checkpoint_epoch{epoch}.pt", {"model": self.model.state_dict(), "epoch": epoch})
         if improved:
             self.dir.save_torch("checkpoint_best.pt",
                                 {"model": self.model.state_dict(), "epoch": epoch, "best": self.best})
-        rng = {"cpu": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}
         self.dir.save_torch("checkpoint_last.pt", {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng, "epoch": epoch, "best": self.best, "config": dict(self.dir.config)})
+            "rng": rng, "epoch": epoch, "best": self.best, "config": dict(self.dir.config),
+            "max_iterations": self.max_iterations})
 
     # -- one epoch ---------------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
-        cfg, model = self.cfg, self.model
+        cfg, model, world = self.cfg, self.model, self.world
         data_gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, 0))
         method_gen = torch.Generator(device=self.device).manual_seed(_seed(cfg.seed, epoch, 1))
         batches = data_mod.batches(self.train_data, cfg.batch_size, shuffle=True, augment=cfg.augment,
-                                   generator=data_gen, device=self.device)
+                                   generator=data_gen, device=self.device,
+                                   shard=(world.rank, world.size) if world.distributed else None)
         rows, loss_sum = [], 0.0
         model.train()
         self._sync()
@@ -363,32 +453,68 @@ class _Trainer:
                    disable=not self.progress, leave=False, file=sys.stderr, mininterval=1.0)
         for i, (x, y) in enumerate(bar):
             it = epoch * self.iters_per_epoch + i
+            if self.max_iterations is not None and it >= self.max_iterations:
+                self.stopped = True
+                break
             progress = it / self.iters_per_epoch
             ctx = methods_mod.StepContext(epoch=epoch, iteration=it, progress=progress, generator=method_gen,
                                           num_classes=self.info.num_classes,
                                           warmup=warmup_factor(cfg, epoch, progress))
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=cfg.amp):
-                out = self.method.objective(model, x, y, self.method_cfg, ctx)
-            if not model.training:
-                raise RuntimeError(f"method {cfg.method!r} left the model in eval mode")
-            loss = out.loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, iteration {i}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            n_global = min(cfg.batch_size, len(self.train_data) - i * cfg.batch_size)
+            loss, stats = self._step(x, y, ctx, n_global)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch}, iteration {i}")
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
-            row = {"kind": "iter", "epoch": epoch, "iter": it, "loss": loss.item(), "lr": lr,
-                   "warmup": ctx.warmup}
-            row.update({k: float(v) for k, v in out.stats.items()})
+            row = {"kind": "iter", "epoch": epoch, "iter": it, "loss": loss, "lr": lr, "warmup": ctx.warmup}
+            row.update(stats)
             rows.append(row)
             loss_sum += row["loss"]
+        if self.max_iterations is not None and (epoch + 1) * self.iters_per_epoch >= self.max_iterations:
+            self.stopped = True
         self._sync()
         elapsed = time.perf_counter() - start
-        self.dir.append_jsonl("metrics.jsonl", rows)
+        if world.is_main:
+            self.dir.append_jsonl("metrics.jsonl", rows)
         return elapsed, loss_sum / max(1, len(rows))
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, ctx: methods_mod.StepContext,
+              n_global: int) -> tuple[float, dict[str, float]]:
+        """One optimiser step on this rank's part of a global batch of ``n_global`` examples;
+        returns the global batch's loss and statistics (one process: this batch's)."""
+        model, world = self.model, self.world
+        if world.distributed:
+            start, stop = distributed.shard_bounds(n_global, world.rank, world.size)
+            draws = distributed.SplitDraws(ctx.generator, start=start, stop=stop, n_global=n_global)
+        else:
+            draws = contextlib.nullcontext()
+        with draws, torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.cfg.amp):
+            out = self.method.objective(model, x, y, self.method_cfg, ctx)
+        if not model.training:
+            raise RuntimeError(f"method {self.cfg.method!r} left the model in eval mode")
+        loss = out.loss
+        if not world.distributed and not torch.isfinite(loss):
+            return loss.item(), {}   # the caller raises; nothing stepped
+        self.optimizer.zero_grad(set_to_none=True)
+        if not world.distributed:
+            self.scaler.scale(loss).backward()
+            self._optimizer_step()
+            return loss.item(), {k: float(v) for k, v in out.stats.items()}
+        # Weighted by this rank's share, the ranks' gradients sum to the global batch's mean loss.
+        weight = len(y) / n_global
+        self.scaler.scale(loss * weight).backward()
+        names = list(out.stats)
+        local = torch.stack([loss.detach().float(), *(torch.as_tensor(out.stats[k], dtype=torch.float32,
+                                                                      device=loss.device) for k in names)])
+        values = distributed.average_gradients(world, model, local * weight).tolist()
+        if math.isfinite(values[0]):
+            self._optimizer_step()
+            distributed.broadcast_buffers(world, model)
+        return values[0], dict(zip(names, values[1:]))
+
+    def _optimizer_step(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def _validate(self) -> dict[str, float]:
         batches = data_mod.batches(self.val_data, 500, shuffle=False, augment=False, device=self.device)
@@ -400,8 +526,12 @@ class _Trainer:
             torch.cuda.synchronize(self.device)
 
     def fit(self) -> None:
+        """Every epoch: train, validate (every rank, on identical weights: no rank waits on a
+        collective through a long validation), checkpoint (rank 0 writes)."""
         cfg = self.cfg
         for epoch in range(self.start_epoch, cfg.epochs):
+            if self.stopped:
+                break
             train_time, train_loss = self._train_epoch(epoch)
             val = {f"val_{k}": v for k, v in self._validate().items()}
             score = val[f"val_{cfg.select_on}_acc"]
@@ -409,7 +539,8 @@ class _Trainer:
             if improved:
                 self.best = {"value": score, "epoch": epoch}
             row = {"kind": "epoch", "epoch": epoch, "train_time": train_time, "train_loss": train_loss, **val}
-            self.dir.append_jsonl("metrics.jsonl", [row])
+            if self.world.is_main:
+                self.dir.append_jsonl("metrics.jsonl", [row])
             self._checkpoint(epoch, improved)
             if self.progress:
                 shown = ", ".join(f"{k} {v:.3f}" for k, v in val.items())
@@ -417,14 +548,16 @@ class _Trainer:
                       file=sys.stderr)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, row)
-        self._write_summary()
+        if self.world.is_main:
+            self._write_summary()
+        distributed.barrier(self.world)   # every rank returns a finished run
 
     def _write_summary(self) -> None:
         epochs = [r for r in self.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"]
         best = next(r for r in epochs if r["epoch"] == self.best["epoch"])
         passes = self.method.passes(self.method_cfg)
         self.dir.record("metrics.jsonl")
-        self.dir.write_json(store.SUMMARY, {
+        summary = {
             "finished": True,
             "epochs": len(epochs),
             "best_epoch": self.best["epoch"],
@@ -435,7 +568,11 @@ class _Trainer:
             "train_time_total": sum(r["train_time"] for r in epochs),
             "passes_per_iteration": dataclasses.asdict(passes),
             "num_params": sum(p.numel() for p in self.model.parameters()),
-        })
+            "world_size": self.world.size,
+        }
+        if self.max_iterations is not None:
+            summary["max_iterations"] = self.max_iterations   # a smoke run, not the configuration's result
+        self.dir.write_json(store.SUMMARY, summary)
 
 
 def cfg_key(cfg: TrainConfig) -> str:

@@ -186,3 +186,23 @@ def test_kept_epoch_checkpoints_hold_that_epochs_weights(tmp_path):
         run.load_model(1)
     with pytest.raises(ValueError, match="keep_epochs"):
         TrainConfig(**{**TINY, "keep_epochs": (3,)})
+
+
+def test_max_iterations_stops_early_only_in_a_scratch_root(tmp_path, monkeypatch):
+    cfg = TrainConfig(**TINY)                      # 4 batches per epoch, 3 epochs
+    scratch = tmp_path / "scratch"
+    short = run_training(cfg, root=scratch, device="cpu", progress=False, max_iterations=6)
+    rows = short.dir.read_jsonl("metrics.jsonl")
+    assert [r["iter"] for r in rows if r["kind"] == "iter"] == list(range(6))
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0, 1]
+    assert short.summary["max_iterations"] == 6
+    assert short.dir.path.name == train.run_dir_for(cfg, root=scratch).path.name   # the key plan.run_job reads
+    with pytest.raises(ValueError, match="cut short at max_iterations=6"):
+        run_training(cfg, root=scratch, device="cpu", progress=False)   # never taken for the finished run
+    monkeypatch.setenv("RS_RESULTS", str(tmp_path / "store"))
+    for root in (None, tmp_path / "store"):
+        with pytest.raises(ValueError, match="explicit scratch root"):
+            run_training(cfg, root=root, device="cpu", max_iterations=2)
+    assert not (tmp_path / "store").exists()
+    with pytest.raises(ValueError, match="max_iterations"):
+        run_training(cfg, root=scratch, device="cpu", max_iterations=0)

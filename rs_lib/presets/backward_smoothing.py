@@ -359,6 +359,41 @@ def loss_increment_runs(settings: Any) -> dict[str, TrainConfig]:
     return runs
 
 
+def comparison_runs(settings: Any) -> dict[str, dict[Any, TrainConfig]]:
+    """``bs_comparison``'s runs by group: ``'compare'`` (method -> run at ``linf_eps``, Tables 1-4),
+    ``'pairs'`` ((method, seed) -> run, the seeds table), ``'aa'`` (method -> run, Table 5),
+    ``'extra_eps'`` ((eps, method) -> run, Tables 13-14) and ``'accel'`` (method -> run with
+    ``accel_training``, Table 6)."""
+    return {
+        "compare": {m: train_config(settings, m) for m in settings.compare_methods},
+        "pairs": {(m, seed): train_config(settings, m, seed=seed) for m in settings.pair_methods
+                  for seed in settings.seeds},
+        "aa": {m: train_config(settings, m) for m in settings.aa_methods},
+        "extra_eps": {(eps, m): train_config(settings, m, eps=eps) for eps in settings.extra_eps
+                      for m in settings.extra_eps_methods},
+        "accel": {m: train_config(settings, m, training=settings.accel_training) for m in settings.accel_methods},
+    }
+
+
+def tradeoff_runs(settings: Any) -> dict[str, dict[Any, TrainConfig]]:
+    """``bs_beta_tradeoff``'s runs: ``'swept'`` ((method, beta) -> run for the ``tradeoff_methods``
+    over ``beta_grid``, Fig. 4 / Table 12) and ``'points'`` (method -> run of ``point_methods``)."""
+    return {"swept": {(m, b): train_config(settings, m, beta=b) for m in settings.tradeoff_methods
+                      for b in settings.beta_grid},
+            "points": {m: train_config(settings, m) for m in settings.point_methods}}
+
+
+def ablation_runs(settings: Any) -> dict[str, dict[Any, TrainConfig]]:
+    """``bs_ablations``' runs of Backward Smoothing by table: ``'step'`` (ratio -> run at step
+    ratio x ``linf_eps``, Table 7), ``'gamma'`` (Table 11), ``'points'`` (number of random points,
+    Table 10) and ``'variants'`` (method -> run, Tables 8-9 and 15)."""
+    bs, eps = "backward_smoothing", settings.linf_eps
+    return {"step": {r: train_config(settings, bs, step_size=r * eps) for r in settings.step_ratio_grid},
+            "gamma": {g: train_config(settings, bs, gamma=g) for g in settings.gamma_grid},
+            "points": {k: train_config(settings, bs, num_points=k) for k in settings.num_points_grid},
+            "variants": {m: train_config(settings, m) for m in settings.variant_methods}}
+
+
 def stability_configurations(settings: Any) -> dict[str, tuple[str, dict[str, float]]]:
     """Fig. 6's configurations by label: Fast AT at each of ``fast_at_step_ratios`` x
     ``stability_eps`` and each of ``stability_methods`` at its own step; ``(method, params)``."""
