@@ -20,7 +20,7 @@ Writes ``benchmarks/gpu_check.json`` (``--out``) in the format the sweep's cost 
 that fails is listed under ``"errors"`` instead of stopping the check.  Under 8 minutes on one H200:
 
     python benchmarks/gpu_check.py                       # on the GPU
-    OMP_NUM_THREADS=1 python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpu_check.json
+    OMP_NUM_THREADS=1 python benchmarks/gpu_check.py --device cpu --quick   # -> $TMPDIR/gpu_check-quick.json
 
 ``--quick`` (a correctness run, e.g. on a CPU): batch 4, 2 timed iterations, n = 200 on one input.
 AMP rows need CUDA and are skipped on a CPU.
@@ -33,6 +33,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -149,7 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="a few iterations and samples (correctness run)")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "gpu_check.json"))
+    p.add_argument("--out", default=None, help="default: benchmarks/gpu_check.json (the sweep's cost "
+                   "table); with --quick, gpu_check-quick.json in the temporary directory")
     p.add_argument("--methods", nargs="+", default=None, help="default: standard + every chapter method")
     p.add_argument("--batch-size", type=int, default=None, help="training batch (default 128; quick 4)")
     p.add_argument("--iters", type=int, default=None, help="timed iterations per row (default 10; quick 2)")
@@ -169,6 +171,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, value)
         check.positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
     check.positive("--sigma", args.sigma)
+    if args.out is None:   # a quick run's numbers must not replace the cost table's
+        args.out = str(Path(tempfile.gettempdir()) / "gpu_check-quick.json") if args.quick \
+            else str(Path(__file__).resolve().parent / "gpu_check.json")
     args.methods = args.methods or chapter_methods()
     for name in args.methods:
         check.choice("--methods", name, chapter_methods())

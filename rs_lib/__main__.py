@@ -90,6 +90,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .train import TrainConfig, run_training
 
     cfg = TrainConfig(method=args.method, method_params=_pairs(args.param, "--param"), dataset=args.dataset,
@@ -101,6 +102,8 @@ def _train(args: argparse.Namespace) -> int:
                       eval_params=_pairs(args.eval_param, "--eval-param"), select_on=args.select_on, seed=args.seed)
     run = run_training(cfg, experiment=args.experiment, root=args.results, data_root=args.data_root,
                        device=args.device, threads=args.threads, progress=not args.no_progress)
+    if distributed.world_from_env().rank != 0:   # under torchrun, rank 0 reports
+        return 0
     summary = run.summary
     print(f"run: {run.dir.path}")
     print(f"best epoch {summary['best_epoch'] + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in summary["best"].items()))

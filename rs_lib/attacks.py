@@ -38,6 +38,7 @@ from rs_lib import _validate as V
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
+STEP_ORDERS: tuple[str, ...] = ("project_clamp", "clamp_renorm")  # SmoothAdv l2 PGD: ours, the reference's
 GradFn = Callable[[Tensor], tuple[Tensor, Tensor]]  # point -> (per-example loss, gradient)
 _TINY = 1e-12
 
@@ -152,6 +153,17 @@ def _project(x_adv: Tensor, x: Tensor, eps: float | None, norm: str) -> Tensor:
     return x_adv.clamp(0.0, 1.0)
 
 
+def _clamp_renorm(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """The SmoothAdv reference's l2 order: clamp x_adv to [0, 1], then renorm δ to ‖δ‖₂ ≤ eps.
+
+    As ``δ.renorm_(p=2, dim=0, maxnorm=eps)``: a row with ‖δ‖ > eps is scaled by eps/(‖δ‖ + 1e-7),
+    so it ends just inside the ball; scaling a box-feasible δ towards 0 keeps x + δ in [0, 1].
+    """
+    delta = x_adv.clamp(0.0, 1.0) - x
+    norm = _flat_norm(delta)
+    return x + torch.where(norm > eps, delta * (eps / (norm + 1e-7)), delta)
+
+
 # -------------------------------------------------------------------------------- template
 def _autograd(objective: Callable[[Tensor], Tensor]) -> GradFn:
     """``objective(point) -> loss`` (per example or scalar) as ``point -> (loss, d loss / d point)``."""
@@ -166,18 +178,20 @@ def _autograd(objective: Callable[[Tensor], Tensor]) -> GradFn:
 
 def _ascend(x: Tensor, x_start: Tensor, grad_fn: GradFn, *, eps: float | None, step_size: float,
             steps: int, norm: str, direction: Callable[[Tensor], Tensor] | None = None,
-            ) -> tuple[Tensor, Tensor | None]:
+            project: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
     """The one loop (foolbox-style): ``steps`` × [gradient, unit step, project to the ball, clamp].
 
-    Returns the final point and the objective's batch mean at the start point.
+    ``project(x_adv, x)`` replaces the last two (default `_project`). Returns the final point and
+    the objective's batch mean at the start point.
     """
     direction = direction or (torch.sign if norm == "linf" else _l2_direction)  # steepest-ascent unit step
+    project = project or (lambda point, clean: _project(point, clean, eps, norm))
     x_adv, loss_start = x_start.detach(), None
     for _ in range(steps):
         loss, grad = grad_fn(x_adv)
         if loss_start is None:
             loss_start = loss.mean()
-        x_adv = _project(x_adv + step_size * direction(grad), x, eps, norm).detach()
+        x_adv = project(x_adv + step_size * direction(grad), x).detach()
     return x_adv, loss_start
 
 
@@ -216,11 +230,15 @@ def _clean_logits(model: nn.Module, x: Tensor, logits_clean: Tensor | None) -> T
 def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
                norm: Norm = "linf", random_start: bool = False, x_start: Tensor | None = None,
                loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-               generator: torch.Generator | None = None, track_loss: bool = False) -> AttackResult:
+               generator: torch.Generator | None = None, track_loss: bool = False,
+               clamp_start: bool = True) -> AttackResult:
     """PGD (Madry et al. 2018), returning an `AttackResult` for training objectives.
 
     Start: ``x_start`` if given (e.g. a backward-smoothing or ODI point), else a uniform point of the
-    ball clamped to [0, 1] (``random_start``, as Wong et al. and torchattacks), else x. Each of the
+    ball (``random_start``), clamped to [0, 1] before the first gradient (``clamp_start=True``, as
+    Wong et al. and torchattacks) or not (``clamp_start=False``, as the Backward Smoothing
+    repository's ``pgd_fast.py`` / ``pgd_fast_gradalign.py``, whose first gradient is taken at
+    x + U(−ε, ε) even outside the box), else x. Each of the
     ``steps`` steps moves by ``step_size`` along sign(∇) (linf) or ∇/‖∇‖₂ (l2), projects, clamps.
     Loss: per-example CE, or ``loss_fn(logits, y)`` (a scalar or per-example tensor).
     """
@@ -229,9 +247,14 @@ def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size:
     _check_like("x_start", x_start, tuple(x.shape))
     if loss_fn is not None and not callable(loss_fn):
         raise ValueError("loss_fn must be a callable loss_fn(logits, y) -> tensor")
+    if not isinstance(clamp_start, bool):
+        raise ValueError(f"clamp_start must be True or False, got {clamp_start!r}")
     loss = loss_fn or _ce
-    if x_start is None:
-        x_start = _project(x + _random_in_ball(x, eps, norm, generator), x, None, norm) if random_start else x
+    if x_start is None and random_start:
+        x_start = x + _random_in_ball(x, eps, norm, generator)
+        x_start = x_start.clamp(0.0, 1.0) if clamp_start else x_start
+    elif x_start is None:
+        x_start = x
     return _result(x, x_start, lambda z: loss(model(z), y), eps=eps, step_size=step_size,
                    steps=steps, norm=norm, track_loss=track_loss)
 
@@ -248,13 +271,15 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float,
 
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float | None = None,
          random_start: bool = False, norm: Norm = "linf", generator: torch.Generator | None = None,
-         track_loss: bool = False) -> AttackResult:
-    """FGSM / Fast AT's attack (Wong et al. 2020, Alg. 3): optional uniform start (clamped to [0, 1]),
-    one CE step of ``step_size`` (α, default eps), project, clamp. ``loss_start`` is CE at the start
-    point, so ``loss_final − loss_start`` is the paper's loss increment (Fig. 1; needs ``track_loss``)."""
+         track_loss: bool = False, clamp_start: bool = True) -> AttackResult:
+    """FGSM / Fast AT's attack (Wong et al. 2020, Alg. 3): optional uniform start (clamped to [0, 1]
+    unless ``clamp_start=False``, see `pgd_attack`), one CE step of ``step_size`` (α, default eps),
+    project, clamp. ``loss_start`` is CE at the start point, so ``loss_final − loss_start`` is the
+    paper's loss increment (Fig. 1; needs ``track_loss``)."""
     step_size = eps if step_size is None else step_size
     return pgd_attack(model, x, y, eps=eps, step_size=step_size, steps=1, norm=norm,
-                      random_start=random_start, generator=generator, track_loss=track_loss)
+                      random_start=random_start, generator=generator, track_loss=track_loss,
+                      clamp_start=clamp_start)
 
 
 # -------------------------------------------------------------------------------- TRADES
@@ -428,25 +453,42 @@ def odi_init(model: nn.Module, x: Tensor, *, eps: float, step_size: float | None
                    norm=norm)[0]
 
 
+def _input_gradient(model: nn.Module, point: Tensor, y: Tensor, *, create_graph: bool) -> Tensor:
+    """∇ₓ Σ_i CE(f(point)_i, y_i), kept differentiable w.r.t. the parameters with ``create_graph``."""
+    point = point.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(_ce(model(point), y).sum(), point, create_graph=create_graph)
+    return grad
+
+
 def gradalign_regularizer(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
-                          grad_clean: Tensor | None = None,
+                          grad_clean: Tensor | None = None, backprop_clean: bool = False,
                           generator: torch.Generator | None = None) -> Tensor:
     """GradAlign (Andriushchenko & Flammarion 2020) without λ: 1 − mean_i cos(g1_i, g2_i).
 
-    g1 = ∇ₓCE at x, detached (pass ``grad_clean`` to reuse the zero-start FGSM gradient, as their
-    `train.py` does); g2 = ∇ₓCE at x + η, η ~ U(−eps, eps) not clamped (as their code), taken with
+    g1 = ∇ₓCE at x; g2 = ∇ₓCE at x + η, η ~ U(−eps, eps) not clamped (as both codes), taken with
     ``create_graph=True`` so the result is differentiable w.r.t. the parameters (double backprop).
-    Examples where either gradient is zero are dropped (as their code). Returns a 0-d tensor.
+    ``backprop_clean=False`` (GradAlign's `train.py`): g1 is detached, so the weight gradient flows
+    through g2 only (pass ``grad_clean`` to reuse the zero-start FGSM gradient, as their code does).
+    ``backprop_clean=True`` (the Backward Smoothing repository's `pgd_fast_gradalign.py`, and
+    GradAlign's README before their issue #3): g1 is also taken with ``create_graph=True`` and the
+    weight gradient flows through both (``grad_clean`` must then be None). The value is the same;
+    its weight gradient is not. Examples where either gradient is zero are dropped (as both codes).
+    Returns a 0-d tensor.
     """
     _check_x(x, y)
     _check_options(generator=generator, eps=eps)
     _check_like("grad_clean", grad_clean, tuple(x.shape))
+    if not isinstance(backprop_clean, bool):
+        raise ValueError(f"backprop_clean must be True or False, got {backprop_clean!r}")
+    if backprop_clean and grad_clean is not None:
+        raise ValueError("grad_clean is a detached gradient: give it only with backprop_clean=False")
     if grad_clean is None:
-        grad_clean = _autograd(lambda z: _ce(model(z), y))(x)[1]
-    noisy = (x + _random_in_ball(x, eps, "linf", generator)).detach().requires_grad_(True)
-    with torch.enable_grad():
-        (grad_noisy,) = torch.autograd.grad(_ce(model(noisy), y).sum(), noisy, create_graph=True)
-    g1, g2 = grad_clean.detach().flatten(1), grad_noisy.flatten(1)
+        grad_clean = _input_gradient(model, x, y, create_graph=backprop_clean)
+    noisy = x + _random_in_ball(x, eps, "linf", generator)
+    grad_noisy = _input_gradient(model, noisy, y, create_graph=True)
+    g1 = (grad_clean if backprop_clean else grad_clean.detach()).flatten(1)
+    g2 = grad_noisy.flatten(1)
     keep = (g1.norm(dim=1) > 0) & (g2.norm(dim=1) > 0)
     if not bool(keep.any()):
         return g2.sum() * 0.0
@@ -619,26 +661,35 @@ def stein_gradient(model: nn.Module, x: Tensor, y: Tensor, *, sigma: float, num_
 def smoothadv_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, sigma: float,
                   num_noise: int, step_size: float | None = None,
                   estimator: Literal["plugin", "stein"] = "plugin", noise: Tensor | None = None,
-                  generator: torch.Generator | None = None) -> SmoothAdvResult:
+                  generator: torch.Generator | None = None,
+                  step_order: Literal["project_clamp", "clamp_renorm"] = "project_clamp") -> SmoothAdvResult:
     """SmoothAdv_PGD: l2 PGD on objective (S) with the plug-in gradient eq. 6 (Salman et al. 2019, Alg. 1).
 
     Ascends −log F̂_y(x') with m noise vectors drawn once (or ``noise``) and reused for every step;
     returns them so that training reuses them for augmentation. Zero start; step ``step_size``
     (default 2·eps/steps) along the normalised gradient (a zero gradient gets a random unit direction,
-    as the reference); ``estimator='stein'`` uses `stein_gradient` instead of autograd. Deviation: we
-    project to the ball then clamp (reference: clamp then renorm; both land in ball ∩ box) and the
-    random direction is normalised (reference: an unnormalised N(0, I) step before the renorm).
+    as the reference); ``estimator='stein'`` uses `stein_gradient` instead of autograd.
+
+    ``step_order``: ``'project_clamp'`` (default) projects each iterate onto the ball, then clamps to
+    [0, 1]; ``'clamp_renorm'`` is the reference's order (clamp, then ``renorm`` δ to ε, see
+    `_clamp_renorm`). Both land in ball ∩ box, but not at the same point: where the clamp cuts
+    coordinates, project-then-clamp leaves ‖δ‖ below ε (0.4-3 % below in the audit) while the
+    reference's renorm of the clamped δ keeps ‖δ‖ = ε, a slightly stronger attack (training loss
+    0.2-0.7 % higher). Remaining deviation: the random direction for a zero gradient is normalised
+    (reference: an unnormalised N(0, I) step before the renorm).
     """
     _smoothadv_checks(x, y, eps=eps, steps=steps, sigma=sigma, num_noise=num_noise, generator=generator)
     step_size = 2 * eps / steps if step_size is None else V.positive("step_size", step_size)
     V.choice("estimator", estimator, ("plugin", "stein"))
+    V.choice("step_order", step_order, STEP_ORDERS)
     if estimator == "stein":
         V.positive("sigma", sigma)
     noise = _noise_arg(x, noise, sigma, num_noise, generator)
     grad_fn = (_autograd(lambda z: smoothed_nll(model, z, y, noise)) if estimator == "plugin"
                else lambda z: _stein(model, z, y, noise, sigma))
+    project = (lambda point, clean: _clamp_renorm(point, clean, eps)) if step_order == "clamp_renorm" else None
     x_adv, _ = _ascend(x, x, grad_fn, eps=eps, step_size=step_size, steps=steps, norm="l2",
-                       direction=lambda g: _l2_direction(g, generator, random_if_zero=True))
+                       direction=lambda g: _l2_direction(g, generator, random_if_zero=True), project=project)
     return SmoothAdvResult(x_adv, noise)
 
 

@@ -92,7 +92,7 @@ class CostTable:
                 return 0.0                               # concatenates the shards' files
             if int(cost.get("samples") or 0) > 0:
                 return self.noisy_seconds(cost)
-            steps = _pgd_steps(spec)
+            steps = _pgd_steps(cost.get("protocol") or dict(spec.get("kwargs") or {}).get("protocol", ""))
             if steps is not None and int(cost.get("images") or 0) > 0:
                 # PGD-k: k input-gradient steps (a forward and a backward, = 3 forwards) + 1 forward
                 per_image = forward_seconds(cost["model"], cost["dataset"]) / REFERENCE_BATCH
@@ -102,9 +102,9 @@ class CostTable:
         return None
 
 
-def _pgd_steps(spec: Mapping[str, Any]) -> int | None:
-    protocol = str(dict(spec.get("kwargs") or {}).get("protocol", ""))
-    match = re.fullmatch(r"pgd(\d+)_\w+", protocol)
+def _pgd_steps(protocol: str) -> int | None:
+    """k of a PGD-k protocol name (``pgd20_bs`` -> 20), None for any other protocol."""
+    match = re.fullmatch(r"pgd(\d+)_\w+", str(protocol))
     return int(match.group(1)) if match else None
 
 

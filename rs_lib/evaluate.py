@@ -196,13 +196,20 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              "APGD-T, FAB-T 100 iterations, Square 5000 queries, seed 0)", "autoattack", 100, queries=5000),
     Protocol("autoattack_fast", "AutoAttack-fast (CI-sized, NOT the standard protocol: APGD-CE, APGD-T, FAB-T "
              "10 iterations, Square 500 queries, seed 0)", "autoattack", 10, queries=500),
+    # The cross-check: Croce & Hein's own code (fra31/auto-attack, packaged on PyPI as pyautoattack 0.2.0).
+    Protocol("autoattack_original", "AutoAttack, standard protocol (the original fra31 code, PyPI pyautoattack "
+             "0.2.0: APGD-CE, APGD-T, FAB-T, Square, seed 0)", "autoattack_original", 100, queries=5000),
     # uclaml/RayS README: `attack_robust.py --query 10000` for its robust-model leaderboard (BS Table 5)
     Protocol("rays", "RayS (hard-label, 10,000 queries per example, no early stop; ADBD = mean l-inf "
              "boundary distance of the correctly classified examples)", "rays", 0, queries=10_000),
     Protocol("rays_fast", "RayS-fast (CI-sized, NOT the leaderboard's 10,000: 300 queries per example)",
              "rays", 0, queries=300),
 )}
-ROBUST_ATTACKS = ("pgd", "fgsm", "autoattack", "rays")
+ROBUST_ATTACKS = ("pgd", "fgsm", "autoattack", "autoattack_original", "rays")
+#: The stages of AutoAttack's standard version, in order (each attacks the points the earlier ones left).
+AA_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
+#: AutoAttack's tolerance for Square lowering the gradient attacks' robust accuracy (fra31 ``check_square_sr``).
+SQUARE_TOLERANCE = 0.002
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +220,9 @@ class RobustAccuracy:
     of the attack; ``label`` names the protocol (show it with the number); ``settings`` all knobs.
     ``distance`` (RayS only): the l-inf distance to the closest misclassified point found, per
     example; ``adbd`` its mean over the correctly classified ones (Chen & Gu's ADBD).
+    ``checks``: the warnings of AutoAttack's sanity checks (`sanity_checks`; for AutoAttack also
+    `square_check`), empty when all passed; show them with the number. ``stages`` (AutoAttack
+    only): robust accuracy after each of `AA_STAGES`.
     """
 
     accuracy: float
@@ -222,6 +232,8 @@ class RobustAccuracy:
     label: str
     settings: dict[str, Any]
     distance: torch.Tensor | None = None
+    checks: tuple[str, ...] = ()
+    stages: dict[str, float] | None = None
 
     @property
     def adbd(self) -> float | None:
@@ -232,7 +244,8 @@ class RobustAccuracy:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (for ``Run.cached``)."""
         out = {"accuracy": self.accuracy, "clean_accuracy": self.clean_accuracy, "label": self.label,
-               "settings": self.settings, "n": len(self.correct), "correct": self.correct.int().tolist()}
+               "settings": self.settings, "n": len(self.correct), "correct": self.correct.int().tolist(),
+               "checks": list(self.checks), "stages": self.stages}
         if self.distance is not None:
             out.update(adbd=self.adbd, distance=self.distance.tolist())
         return out
@@ -301,6 +314,8 @@ def _resolve_attack(eps: float, protocol: str | None, given: dict[str, Any]) -> 
     elif attack == "pgd":
         label = (f"PGD-{settings['steps']} (CE, {'random start' if settings['random_start'] else 'no random start'}, "
                  f"step {settings['step_size']:g}, {settings['restarts']} restart(s))")
+    elif attack == "autoattack_original":
+        label = PROTOCOLS["autoattack_original"].label
     else:
         standard = settings["steps"] == 100 and settings["queries"] == 5000
         label = (PROTOCOLS["autoattack_standard"].label if standard else
@@ -325,17 +340,49 @@ def _labelled_batches(data: Any, batch_size: int, device: torch.device):
     return ((x.to(device), y.to(device)) for x, y in data)
 
 
-def _sanity_checks(model: nn.Module, x: torch.Tensor) -> None:
-    """RobustBench/AutoAttack-style checks on the first batch: warn on probability outputs and on a
-    model whose outputs change between two identical calls (randomness defeats gradient attacks)."""
+def sanity_checks(model: nn.Module, x: torch.Tensor, *, tol: float = 1e-4) -> list[str]:
+    """AutoAttack's checks of the model (Croce & Hein's ``checks.py``) on a batch ``x``, as messages.
+
+    Randomness: two identical forwards must agree (prediction for prediction, and the rows of the
+    l2-normalised outputs to within ``tol``), else gradient attacks see a moving target and the
+    model needs AutoAttack's 'rand' version (EOT). Softmax outputs: rows in [0, 1] that sum to 1 are
+    probabilities, not logits, which flattens the attacks' losses. Returns one message per failed
+    check (empty: all passed).
+    """
     with torch.no_grad():
-        first, second = model(x[:8]), model(x[:8])
-    if not torch.equal(first, second):
-        warnings.warn("the model's outputs differ between two identical calls: robust accuracy of a randomised "
-                      "model needs EOT attacks (AutoAttack's 'rand' version)", stacklevel=3)
-    sums_to_one = torch.allclose(first.sum(1), torch.ones_like(first[:, 0]))
-    if bool((first >= 0).all() and (first <= 1).all()) and sums_to_one:
-        warnings.warn("the model seems to output probabilities: attacks expect logits", stacklevel=3)
+        first, second = model(x), model(x)
+    unit = lambda t: t / (t.flatten(1).norm(dim=1, keepdim=True) + 1e-10)  # noqa: E731
+    messages = []
+    if (not torch.equal(first.argmax(1), second.argmax(1))
+            or float((unit(first) - unit(second)).flatten(1).norm(dim=1).max()) > tol):
+        messages.append("randomness check: two identical forwards differ; robust accuracy of a randomised "
+                        "model needs EOT attacks (AutoAttack's 'rand' version)")
+    sums_to_one = bool(((first.sum(1) - 1).abs() < 1e-5).all())
+    if bool((first > -1e-5).all() and (first < 1 + 1e-5).all()) and sums_to_one:
+        messages.append("softmax-output check: the model's rows lie in [0, 1] and sum to 1; the attacks "
+                        "expect logits")
+    return messages
+
+
+def square_check(stages: Mapping[str, float], tol: float = SQUARE_TOLERANCE) -> list[str]:
+    """AutoAttack's gradient-masking check: Square (black-box, last) should find nothing that APGD-CE,
+    APGD-T and FAB-T missed. ``stages``: robust accuracy after each stage (`AA_STAGES`, cumulative);
+    if Square lowers the accuracy left by the gradient attacks by more than ``tol`` (fra31's 0.2 %),
+    the gradient attacks were fooled (masking) and the number is not reliable. One message or none."""
+    if "square" not in stages or len(stages) < 2:
+        return []
+    gradient = min(v for k, v in stages.items() if k != "square")
+    drop = gradient - stages["square"]
+    if drop > tol:
+        return [f"Square decreased robust accuracy by {100 * drop:.1f}% after the gradient attacks: a sign "
+                "of gradient masking; the AutoAttack number is not reliable (run Square with more queries "
+                "and restarts, or an adaptive attack)"]
+    return []
+
+
+def _warn_all(messages: Iterable[str]) -> None:
+    for message in messages:
+        warnings.warn(message, stacklevel=3)
 
 
 def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | None = None,
@@ -372,11 +419,12 @@ def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | 
                                                           queries=queries))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     clean_all, robust_all, distance_all = [], [], []
-    generator, aa = None, None
+    generator, aa, checks = None, None, []
+    stage_counts = torch.zeros(len(AA_STAGES), dtype=torch.long)
     bar = _tqdm(desc=label.split(" (")[0], unit="img", disable=not progress)
     for x, y in _labelled_batches(data, batch_size, device):
         if generator is None:
-            _sanity_checks(model, x)
+            checks += sanity_checks(model, x)
             generator = torch.Generator(device=x.device).manual_seed(seed)
         check.images("data's x", x)
         with torch.no_grad():
@@ -394,7 +442,16 @@ def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | 
             found = _attacks.rays(model, x, y, query_limit=settings["queries"])
             robust &= found.distance > eps
             distance_all.append(found.distance.cpu())
-        for _ in range(settings["restarts"] if settings["attack"] != "rays" else 0):
+        if settings["attack"] == "autoattack":
+            stages = _autoattack_stages(model, x, y, aa) & clean
+            stage_counts += stages.sum(1).cpu()
+            robust &= stages[-1]
+        elif settings["attack"] == "autoattack_original":
+            found, messages = _original_autoattack(model, x, y, eps=eps, seed=seed,
+                                                   n_classes=n_classes or int(logits.shape[1]))
+            robust &= found
+            checks += [m for m in messages if m not in checks]
+        for _ in range(settings["restarts"] if settings["attack"] in ("pgd", "fgsm") else 0):
             robust &= _still_correct(model, x, y, eps, settings, generator, aa)
         clean_all.append(clean.cpu())
         robust_all.append(robust.cpu())
@@ -403,9 +460,69 @@ def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | 
     if not clean_all:
         raise ValueError("data must hold at least one example")
     clean_c, robust_c = torch.cat(clean_all), torch.cat(robust_all)
+    stages = None
+    if settings["attack"] == "autoattack":
+        stages = {name: float(c) / len(clean_c) for name, c in zip(AA_STAGES, stage_counts)}
+        checks += square_check(stages)
+    _warn_all(checks)
     return RobustAccuracy(float(robust_c.float().mean()), robust_c, float(clean_c.float().mean()), clean_c, label,
                           {"eps": eps, "protocol": protocol, "seed": seed, **settings},
-                          torch.cat(distance_all) if distance_all else None)
+                          torch.cat(distance_all) if distance_all else None, tuple(checks), stages)
+
+
+def _autoattack_stages(model: nn.Module, x: torch.Tensor, y: torch.Tensor, aa: Any) -> torch.Tensor:
+    """Correctness after each of AutoAttack's attacks in turn, shape (stages, N), cumulative.
+
+    As ``torchattacks.MultiAttack``: every attack runs on the points all earlier ones left correct
+    (starting from all points, as there); the global RNG is restored afterwards.
+    """
+    correct = torch.ones(len(y), dtype=torch.bool, device=x.device)
+    out = []
+    cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        for attack in aa.attacks:
+            left = correct.nonzero().flatten()
+            if len(left) > 0:
+                x_adv = attack(x[left], y[left])
+                with torch.no_grad():
+                    correct[left] = model(x_adv).argmax(1) == y[left]
+            out.append(correct.clone())
+    return torch.stack(out)
+
+
+def _original_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                         seed: int, n_classes: int) -> tuple[torch.Tensor, list[str]]:
+    """(correct under fra31's AutoAttack standard, its checks' warnings) on one batch.
+
+    ``pyautoattack`` 0.2.0 is Croce & Hein's code packaged for PyPI; it runs its own sanity checks
+    (randomness, softmax outputs, dynamic defences, Square after the gradient attacks) and logs
+    their warnings to the ``auto-attack`` logger, which we collect. The global RNG is restored.
+    Target classes: 9, or ``n_classes − 1`` when fewer exist (as `autoattack`).
+    """
+    import logging
+
+    from pyautoattack import AutoAttack
+
+    class _Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(f"AutoAttack (original): {record.getMessage()}")
+
+    logger, handler = logging.getLogger("auto-attack"), _Collect()
+    logger.addHandler(handler)
+    cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            attack = AutoAttack(model, device=x.device, eps=eps, norm="Linf", seed=seed, version="standard")
+            attack.apgd_targeted.n_target_classes = attack.fab.n_target_classes = min(9, n_classes - 1)
+            x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=len(x))
+    finally:
+        logger.removeHandler(handler)
+    with torch.no_grad():
+        return model(x_adv).argmax(1) == y, handler.messages
 
 
 def _still_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: Mapping[str, Any],
@@ -418,9 +535,7 @@ def _still_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
         x_adv = _attacks.fgsm(model, x, y, eps=eps, step_size=settings["step_size"],
                               random_start=settings["random_start"], generator=generator).x_adv
     else:
-        cuda = [x.device.index or 0] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            x_adv = aa(x, y)
+        raise ValueError(f"attack {settings['attack']!r} has no single-run form here")
     with torch.no_grad():
         return model(x_adv).argmax(1) == y
 

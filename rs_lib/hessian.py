@@ -242,9 +242,11 @@ def curvature_along_training(load_model: Callable[[int], nn.Module], epochs: lis
                              objectives: tuple[str, ...] | list[str] = ("kl",), iters: int = 20, seed: int = 0,
                              weight_space: bool = False, weight_iters: int = 100) -> list[dict[str, float | str | int]]:
     """:func:`smoothing_curvature` of the checkpoint ``load_model(e)`` for each epoch e (BS Fig. 3),
-    plus, with ``weight_space``, the top eigenvalue of the weight Hessian of CE on (x, y) at each
-    checkpoint (PyHessian, at most ``weight_iters`` power iterations; objective ``'ce (weights)'``,
-    point ``'clean'``). Rows carry ``epoch``."""
+    plus, with ``weight_space``, the top eigenvalue of the weight Hessian of CE at each checkpoint,
+    at each of the three :data:`POINTS` as the input-space rows (the same random and backward-smoothed
+    points: :func:`smoothing_points` with the generator seeded ``seed``, eval mode), since the
+    paper's argument compares the three (PyHessian, at most ``weight_iters`` power iterations;
+    objective ``'ce (weights)'``). Rows carry ``epoch``."""
     if not callable(load_model):
         raise ValueError("load_model must be a callable epoch -> model")
     if not isinstance(epochs, (list, tuple)) or not epochs:
@@ -260,8 +262,21 @@ def curvature_along_training(load_model: Callable[[int], nn.Module], epochs: lis
                                        objectives=objectives, iters=iters, seed=seed):
             rows.append({"epoch": epoch, **row})
         if weight_space:
-            generator = torch.Generator(device=device).manual_seed(seed)
-            rows.append({"epoch": epoch, "objective": "ce (weights)", "point": "clean",
-                         "eigenvalue": weight_hessian_top_eigenvalue(model, xs, ys, iters=weight_iters,
-                                                                     generator=generator)})
+            for name, point in _weight_points(model, xs, eps=eps, step_size=step_size, gamma=gamma, seed=seed).items():
+                generator = torch.Generator(device=device).manual_seed(seed)
+                rows.append({"epoch": epoch, "objective": "ce (weights)", "point": name,
+                             "eigenvalue": weight_hessian_top_eigenvalue(model, point, ys, iters=weight_iters,
+                                                                         generator=generator)})
     return rows
+
+
+def _weight_points(model: nn.Module, x: Tensor, *, eps: float, step_size: float, gamma: float,
+                   seed: int) -> dict[str, Tensor]:
+    """The three points of :func:`smoothing_curvature` (same seed, eval mode, mode restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        return smoothing_points(model, x, eps=eps, step_size=step_size, gamma=gamma, generator=generator)
+    finally:
+        model.train(was_training)

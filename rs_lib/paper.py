@@ -42,25 +42,29 @@ def source(name: str) -> str:
 
 
 def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, *, on: str | Sequence[str],
-                 columns: Mapping[str, str], scale: str, paper_setting: str) -> pd.DataFrame:
+                 columns: Mapping[str, str], scale: str, paper_setting: str,
+                 keep: Sequence[str] = ()) -> pd.DataFrame:
     """Join our numbers and the paper's on ``on``.
 
     ``columns`` maps a column of ``ours`` to the paper column it reproduces; the result has
     ``<col> (ours)`` and ``<col> (paper)`` next to each other, and ``attrs`` holding the two
-    settings so that captions can state them.
+    settings so that captions can state them. ``keep``: more columns of ``ours`` that stay on their
+    own row (e.g. the configuration and mean of each of several rows with the same ``on`` key);
+    merging them on afterwards by ``on`` alone would pair each row with every other row's values.
     """
     on = [on] if isinstance(on, str) else list(on)
-    for col in list(columns) + on:
+    keep = list(keep)
+    for col in list(columns) + on + keep:
         if col not in ours.columns:
             raise ValueError(f"columns: {col!r} is not a column of ours ({list(ours.columns)})")
     for col in list(columns.values()) + on:
         if col not in paper.columns:
             raise ValueError(f"columns: {col!r} is not a column of the paper table ({list(paper.columns)})")
-    left = ours[on + list(columns)].rename(columns={c: f"{c} (ours)" for c in columns})
+    left = ours[on + keep + list(columns)].rename(columns={c: f"{c} (ours)" for c in columns})
     right = paper[on + list(columns.values())].rename(
         columns={p: f"{c} (paper)" for c, p in columns.items()})
     frame = left.merge(right, on=on, how="outer")
-    ordered = on + [f"{c} ({w})" for c in columns for w in ("ours", "paper")]
+    ordered = on + keep + [f"{c} ({w})" for c in columns for w in ("ours", "paper")]
     frame = frame[ordered]
     frame.attrs.update(scale=scale, paper_setting=paper_setting)
     return frame

@@ -243,8 +243,10 @@ def _noise_training(p: _Plan) -> None:
         p.evaluate(cfg, label, "noisy_accuracy", images=s.n_test, samples=s.n_test * len(s.eval_sigmas))
 
 
-def _robust(p: _Plan, cfg: TrainConfig, label: str, protocol: str, n_test: int, which: str = "best") -> None:
-    p.evaluate(cfg, label, "robustness", images=n_test, protocol=protocol, n_test=n_test, which=which)
+def _robust(p: _Plan, cfg: TrainConfig, label: str, protocol: str, n_test: int, which: str = "best",
+            eps: float | None = None) -> None:
+    extra = {} if eps is None else {"eps": eps}
+    p.evaluate(cfg, label, "robustness", images=n_test, protocol=protocol, n_test=n_test, which=which, **extra)
 
 
 def _bs_loss_increment(p: _Plan) -> None:
@@ -277,7 +279,8 @@ def _bs_comparison(p: _Plan) -> None:
         _robust(p, cfg, label, first, s.test_protocols[first])
         _robust(p, cfg, label, first, s.test_protocols[first], "last")
     for method, cfg in runs["aa"].items():                 # Table 5: AutoAttack, PGD and RayS on aa_n_test
-        for protocol in (s.aa_protocol, first, *([s.rays_protocol] if s.rays_protocol else [])):
+        _robust(p, cfg, bs.LABELS[method], s.aa_protocol, s.aa_n_test, eps=s.aa_eps)  # paper: at 8/255
+        for protocol in (first, *([s.rays_protocol] if s.rays_protocol else [])):
             _robust(p, cfg, bs.LABELS[method], protocol, s.aa_n_test)
     for (eps, method), cfg in runs["extra_eps"].items():   # Tables 13-14
         table_row(cfg, f"{bs.LABELS[method]} eps {eps:.4g}")
@@ -304,10 +307,12 @@ def _bs_stability(p: _Plan) -> None:
 def _bs_ablations(p: _Plan) -> None:
     s = p.settings
     name = bs.LABELS["backward_smoothing"]
-    labels = {"step": f"{name} step {{:g}} eps", "gamma": f"{name} gamma {{:g}}", "points": f"{name} {{}} points"}
+    labels = {"step": f"{name} step {{:g}} eps", "gamma": f"{name} gamma {{:g}}", "points": f"{name} {{}} points",
+              "literal": "{} literal target"}
     for table, runs in bs.ablation_runs(s).items():
         for value, cfg in runs.items():
-            label = bs.LABELS[value] if table == "variants" else labels[table].format(value)
+            label = bs.LABELS[value] if table == "variants" else labels[table].format(
+                bs.LABELS[value] if table == "literal" else value)
             _robust(p, cfg, label, s.test_protocol, s.n_test)
 
 

@@ -108,6 +108,14 @@ class Resources:
             check.positive_int("threads", self.threads)
 
     @property
+    def job_threads(self) -> int | None:
+        """torch threads per job: ``threads``, else the cores shared out among local CPU workers
+        (N multi-threaded torch processes on the same cores thrash each other)."""
+        if self.threads is not None or not self.cpu_workers:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // self.cpu_workers)
+
+    @property
     def device(self) -> str:
         """The device a job sees: its own GPU as ``cuda`` (CUDA_VISIBLE_DEVICES), else the CPU."""
         if self.executor == "local":
@@ -264,6 +272,10 @@ class JobRunner(submitit.helpers.Checkpointable):
             if max_iterations is not None:
                 kwargs["max_iterations"] = max_iterations
             run_job(job, **kwargs)
+        except SystemExit:
+            # submitit's handler of the preemption / timeout signal exits after requeueing this job
+            marker.update(state="submitted", requeued=time.time(), error=None)
+            raise
         except BaseException as err:
             marker.update(state="failed", error=f"{type(err).__name__}: {err}", ended=time.time())
             raise
@@ -363,7 +375,8 @@ def job_states(jobs: Sequence[Any], record: Path, *, root: str | Path | None,
 
 def format_status(rows: Sequence[Mapping[str, Any]]) -> str:
     counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
-    lines = [f"{r['state']:9s} {r['key']:40s} {r['label']}" for r in rows]
+    width = max((len(r["key"]) for r in rows), default=0)
+    lines = [f"{r['state']:9s} {r['key']:{width}s}  {r['label']}" for r in rows]
     for r in rows:
         if r["state"] == "failed":
             lines.append(f"failed: {r['label']}: {r['error'] or 'no error recorded'}; log: {r['log'] or 'none'}")
@@ -392,11 +405,12 @@ def format_dry_run(rows: Sequence[Mapping[str, Any]], *, chapters: Mapping[str, 
                    source: str = "") -> str:
     """One line per job, then GPU-hours per chapter (or experiment) and in all, still to run and all."""
     chapters = chapters or {}
-    lines = [f"{'state':8s} {'GPU-h':>9s}  {'experiment':24s} {'key':40s} label"]
+    width = max((len(r["key"]) for r in rows), default=3)
+    lines = [f"{'state':8s} {'GPU-h':>9s}  {'experiment':24s} {'key':{width}s}  label"]
     for r in rows:
         hours = "unknown" if r["gpu_hours"] is None else f"{r['gpu_hours']:.3f}"
         lines.append(f"{'done' if r['done'] else 'to run':8s} {hours:>9s}  {r['experiment']:24s} "
-                     f"{r['key']:40s} {r['label']}")
+                     f"{r['key']:{width}s}  {r['label']}")
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault(chapters.get(r["experiment"], r["experiment"]), []).append(r)
@@ -443,11 +457,11 @@ def run_sweep(jobs: Sequence[Any], resources: Resources, *, record: Path, root: 
     (record / "logs").mkdir(parents=True, exist_ok=True)
     by_key = {j.key: j for j in jobs}
     common = {"record": str(record), "root": root_path, "device": resources.device,
-              "threads": resources.threads, "max_iterations": max_iterations}
+              "threads": resources.job_threads, "max_iterations": max_iterations}
     if resources.executor == "slurm":
-        _submit_slurm(todo, by_key, finished | busy, resources, record, runner, common, result, out)
+        _submit_slurm(todo, by_key, finished, busy, resources, record, runner, common, result, out)
     else:
-        _run_local(todo, by_key, finished | busy, resources, record, runner, common, result, poll_s, out)
+        _run_local(todo, by_key, finished, busy, resources, record, runner, common, result, poll_s, out)
     return result
 
 
@@ -470,12 +484,15 @@ def _slurm_executor(resources: Resources, record: Path) -> submitit.SlurmExecuto
     return executor
 
 
-def _submit_slurm(todo, by_key, finished, resources, record, runner, common, result, out) -> None:
-    """One array per wave; wave k + 1 depends (afterany) on the arrays of wave k."""
+def _submit_slurm(todo, by_key, finished, busy, resources, record, runner, common, result, out) -> None:
+    """One array per wave; wave k + 1 depends (afterany) on the arrays of wave k, and a wave on the
+    SLURM jobs of an earlier sweep that are still computing its needs."""
     executor = _slurm_executor(resources, record)
     previous: list[str] = []
-    for number, wave in enumerate(waves(todo, finished)):
-        executor.update_parameters(dependency=("afterany:" + ":".join(previous)) if previous else None)
+    for number, wave in enumerate(waves(todo, finished | busy)):
+        elsewhere = {JobRecord(record, by_key[n]).read().get("job_id") for j in wave for n in j.needs if n in busy}
+        after = previous + sorted(str(i) for i in elsewhere if i)
+        executor.update_parameters(dependency=("afterany:" + ":".join(after)) if after else None)
         with executor.batch():
             submitted = [executor.submit(runner, job, _needs(job, by_key), **common) for job in wave]
         previous = sorted({j.job_id.split("_")[0] for j in submitted})
@@ -486,13 +503,22 @@ def _submit_slurm(todo, by_key, finished, resources, record, runner, common, res
         print(f"wave {number}: {len(wave)} jobs as array {', '.join(previous)}", file=out, flush=True)
 
 
-def _run_local(todo, by_key, finished, resources, record, runner, common, result, poll_s, out) -> None:
-    """One slot per GPU (or CPU worker); a job enters a free slot once its needs are finished."""
+def _run_local(todo, by_key, finished, busy, resources, record, runner, common, result, poll_s, out) -> None:
+    """One slot per GPU (or CPU worker); a job enters a free slot once its needs are finished (in
+    this sweep, or by the still-running jobs of an earlier one, ``busy``)."""
     slots: list[tuple[int, ...]] = [(g,) for g in resources.gpus] or [()] * resources.cpu_workers
     executor = submitit.LocalExecutor(folder=record / "logs" / "%j", max_num_timeout=resources.max_requeue)
+    _, job_done = runner._functions()
     pending, running = list(todo), {}
-    done, bad = set(finished), set()
+    done, bad, elsewhere = set(finished), set(), set(busy)
     while pending or running:
+        for key in list(elsewhere):
+            if job_done(by_key[key], root=common["root"]):
+                elsewhere.discard(key)
+                done.add(key)
+            elif not _alive(JobRecord(record, by_key[key]).read(), record / "logs"):
+                elsewhere.discard(key)
+                bad.add(key)
         for slot, (job, sj) in list(running.items()):
             if sj.done():
                 del running[slot]
@@ -524,7 +550,12 @@ def _run_local(todo, by_key, finished, resources, record, runner, common, result
             running[slot] = (ready, sj)
             where = f"GPU {gpus[0]}" if gpus else f"CPU worker {slot}"
             print(f"started  {ready.label} on {where}", file=out, flush=True)
-        if running:
+        if pending and not running and not elsewhere:     # nothing can start any more
+            for job in pending:
+                result.failed.append(job.key)
+                JobRecord(record, job).update(state="failed", error="a job it needs did not finish", executor="local")
+            pending.clear()
+        if running or (pending and elsewhere):
             time.sleep(poll_s)
 
 

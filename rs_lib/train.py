@@ -9,6 +9,14 @@ is the objective (:mod:`rs_lib.methods`), looked up by name.
 Determinism: the data order and the method's randomness of epoch ``e`` come from generators
 seeded with ``(seed, e)``, and the global RNG state (dropout) is checkpointed, so a run killed
 after epoch k and resumed ends with the same weights and metrics as an uninterrupted run (CPU).
+
+Several processes (``torchrun``, or a submitit SLURM job with several tasks) train one run data
+parallel (:mod:`rs_lib.distributed`): each rank takes its part of every global batch of
+``batch_size``, gradients are summed over ranks once per step, rank 0 alone writes the store.
+BatchNorm keeps per-rank batch statistics, as the references' ``nn.DataParallel`` (no
+SyncBatchNorm), with rank 0's running statistics on every rank; the methods' draws are made for the
+whole global batch on every rank, so N processes give the 1-process weights up to float rounding
+for BatchNorm-free models.  ``max_iterations`` cuts a run short for the paper-path smoke tests.
 """
 
 from __future__ import annotations
@@ -42,6 +50,16 @@ SCHEDULES = ("constant", "piecewise", "cyclic", "cosine")
 WARMUP_BY = ("iteration", "epoch")
 
 
+#: The model's normalisation layer per ``TrainConfig.normalization``: (mean, std), or None for the
+#: dataset's own statistics (`data.DatasetInfo`). The references' constants: Cohen et al.'s
+#: ``datasets.py`` (also SmoothAdv's and SmoothMix's) for CIFAR-10; SmoothMix's MNIST LeNet has none.
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "dataset": None,
+    "none": ((0.0,), (1.0,)),
+    "cohen_cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run's result (and so its store hash).
@@ -53,6 +71,12 @@ class TrainConfig:
     ``warmup_epochs`` ramps the methods' warm-up factor linearly from 0 to 1 (per iteration, or
     per epoch as (epoch + 1) / warmup_epochs with ``warmup_by="epoch"``, SmoothAdv's rule).
     ``n_val`` is the size of the fixed validation subset used after every epoch.
+    ``normalization``: the model's first layer (`NORMALIZATIONS`): ``'dataset'`` (our per-dataset
+    statistics), ``'none'`` (identity: SmoothMix's MNIST LeNet) or ``'cohen_cifar10'`` (Cohen et al.'s
+    and SmoothAdv's CIFAR-10 constants, std (0.2023, 0.1994, 0.2010)).
+    ``full_train_set``: train on the whole training split, validation images included, as the
+    randomized-smoothing references do (they take the last epoch); the per-epoch validation then
+    measures images the model trains on, a progress log rather than a model selection.
     ``keep_epochs`` lists the (0-based) epochs whose weights are kept as ``checkpoint_epoch<e>.pt``
     besides the best and last ones (for analyses along training, e.g. the Hessian figure).
     """
@@ -84,6 +108,8 @@ class TrainConfig:
     select_on: str = "clean"
     seed: int = 0
     keep_epochs: tuple[int, ...] = ()
+    full_train_set: bool = methods_mod.added_option(False)
+    normalization: str = methods_mod.added_option("dataset")
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -121,7 +147,10 @@ class TrainConfig:
         check.integer("seed", self.seed, low=0, high=2**63 - 1)
         for e in self.keep_epochs:
             check.integer("keep_epochs", e, low=0, high=self.epochs - 1)
-        for name in ("augment", "nesterov", "amp"):
+        check.choice("normalization", self.normalization, sorted(NORMALIZATIONS))
+        if self.full_train_set and self.n_train is not None:
+            raise ValueError("full_train_set=True trains on every training image: leave n_train unset (None)")
+        for name in ("augment", "nesterov", "amp", "full_train_set"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -130,9 +159,10 @@ class TrainConfig:
         return methods_mod.method_config(self.method, self.method_params)
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved configuration: method parameters with their defaults filled in."""
-        out = dataclasses.asdict(self)
-        out["method_params"] = dataclasses.asdict(self.method_cfg)
+        """The resolved configuration: method parameters with their defaults filled in (options added
+        later only when set: `methods.resolved_params`)."""
+        out = methods_mod.resolved_params(self)
+        out["method_params"] = methods_mod.resolved_params(self.method_cfg)
         return out
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -172,8 +202,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
 
 
 def build_model_for(cfg: TrainConfig, info: data_mod.DatasetInfo) -> nn.Module:
+    mean, std = NORMALIZATIONS[cfg.normalization] or (info.mean, info.std)
     return models_mod.build_model(cfg.model, in_channels=info.shape[0], num_classes=info.num_classes,
-                                  mean=info.mean, std=info.std, image_size=tuple(info.shape[1:]))
+                                  mean=mean, std=std, image_size=tuple(info.shape[1:]))
 
 
 @dataclass
@@ -319,6 +350,10 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
     n_val = cfg.n_val if max_iterations is None else min(cfg.n_val or cfg.batch_size, cfg.batch_size)
     train_data = data_mod.load(cfg.dataset, "train", root=data_root, n=cfg.n_train, val_size=cfg.val_size)
     val_data = data_mod.load(cfg.dataset, "val", root=data_root, n=n_val, val_size=cfg.val_size)
+    if cfg.full_train_set:
+        held_out = data_mod.load(cfg.dataset, "val", root=data_root, val_size=cfg.val_size)
+        train_data = data_mod.ImageData(torch.cat([train_data.images, held_out.images]),
+                                        torch.cat([train_data.labels, held_out.labels]), train_data.info)
     distributed.check_batch(world, cfg.batch_size, len(train_data))
     distributed.init(world, device)
     # Rank 0 holds the run's lock for all ranks; after waiting for it, every rank learns whether
@@ -549,8 +584,20 @@ class _Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, row)
         if self.world.is_main:
+            if self.stopped:
+                self._keep_uncovered_epochs()
             self._write_summary()
         distributed.barrier(self.world)   # every rank returns a finished run
+
+    def _keep_uncovered_epochs(self) -> None:
+        """A run cut short by ``max_iterations`` keeps its last weights as the kept epochs it did not
+        reach, so that the analyses along training (e.g. the Hessian figure) run on it too."""
+        reached = self.best["epoch"] if self.best["epoch"] is not None else -1
+        last = max([reached, *[r["epoch"] for r in self.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"]])
+        for epoch in self.cfg.keep_epochs:
+            if epoch > last:
+                self.dir.save_torch(f"checkpoint_epoch{epoch}.pt", {"model": self.model.state_dict(), "epoch": last,
+                                                                    "max_iterations": self.max_iterations})
 
     def _write_summary(self) -> None:
         epochs = [r for r in self.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"]

@@ -72,8 +72,16 @@ def test_curvature_along_training_has_rows_per_epoch_point_and_weight_space():
                                             weight_space=True, weight_iters=20)
     frame = pd.DataFrame(rows)
     assert sorted(frame["epoch"].unique()) == [0, 3]
-    assert len(frame) == 2 * (len(hessian.POINTS) + 1)
-    assert set(frame[frame["objective"] == "ce (weights)"]["point"]) == {"clean"}
+    assert len(frame) == 2 * 2 * len(hessian.POINTS)
+    weights = frame[frame["objective"] == "ce (weights)"].set_index(["epoch", "point"])["eigenvalue"]
+    assert set(weights.index.get_level_values("point")) == set(hessian.POINTS)  # Fig. 3's three points
+    points = hessian.smoothing_points(nets[3].eval(), x, eps=0.1, step_size=0.1,
+                                      generator=torch.Generator().manual_seed(0))
+    for name in ("random", "backward-smoothed"):
+        direct = hessian.weight_hessian_top_eigenvalue(nets[3], points[name], y, iters=20,
+                                                       generator=torch.Generator().manual_seed(0))
+        assert weights[(3, name)] == pytest.approx(direct, rel=1e-9)
+    assert weights[(3, "random")] != pytest.approx(weights[(3, "clean")], rel=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, name", [({"objectives": ["mse"]}, "objectives"), ({"objectives": []}, "objectives"),

@@ -27,14 +27,18 @@ CONFIGS = {  # a BatchNorm-free model; one deterministic method and two randomiz
 
 
 def _torchrun(tmp_path: Path, configs: list[dict], root: Path, *, kill_after_epoch=None,
-              nproc: int = 2) -> subprocess.CompletedProcess:
-    spec = tmp_path / f"spec-{len(list(tmp_path.glob('spec-*')))}.json"
-    spec.write_text(json.dumps({"root": str(root), "configs": configs, "kill_after_epoch": kill_after_epoch}))
+              nproc: int = 2, cli: list[str] | None = None) -> subprocess.CompletedProcess:
+    """``torchrun`` of the worker on ``configs`` (or, with ``cli``, of ``-m rs_lib train CLI...``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     for name in distributed.ENV_VARS:
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           str(WORKER), str(spec)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    if cli is not None:
+        cmd += ["-m", "rs_lib", "train", *cli, "--results", str(root)]
+    else:
+        spec = tmp_path / f"spec-{len(list(tmp_path.glob('spec-*')))}.json"
+        spec.write_text(json.dumps({"root": str(root), "configs": configs, "kill_after_epoch": kill_after_epoch}))
+        cmd += [str(WORKER), str(spec)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -56,10 +60,19 @@ def _iter_losses(run):
     return [r["loss"] for r in run.dir.read_jsonl("metrics.jsonl") if r["kind"] == "iter"]
 
 
+# BatchNorm: per-rank batch statistics (as nn.DataParallel), so only that it trains and is whole.
+BATCHNORM = dict(method="gaussian", method_params={"sigma": 0.3}, **{**TINY, "model": "resnet20"})
+
+
 def test_two_process_training_equals_one_process_run(tmp_path, one_process):
     root = tmp_path / "two"
-    done = _torchrun(tmp_path, list(CONFIGS.values()), root)
+    done = _torchrun(tmp_path, [*CONFIGS.values(), BATCHNORM], root)
     assert done.returncode == 0, done.stderr[-3000:]
+    bn = run_training(TrainConfig(**BATCHNORM), root=root, device="cpu")
+    assert bn.summary["world_size"] == 2
+    state = bn.load_model("last").state_dict()
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+    assert int(state["model.bn1.num_batches_tracked"]) == 2 * 4   # rank 0's statistics, one per step
     for name, kw in CONFIGS.items():
         single = one_process[name]
         two = run_dir_for(TrainConfig(**kw), root=root)
@@ -79,8 +92,13 @@ def test_two_process_run_resumes_after_a_kill(tmp_path, one_process):
     assert killed.returncode != 0
     run_dir = run_dir_for(TrainConfig(**kw), root=root)
     assert (run_dir.path / "checkpoint_last.pt").exists() and not run_dir.finished
-    resumed = _torchrun(tmp_path, [kw], root)
+    # The README's command: torchrun -m rs_lib train (the CLI's key is the API's key).
+    resumed = _torchrun(tmp_path, [], root, cli=[
+        "--method", "gaussian", "--param", "sigma=0.3", "--dataset", "synthetic", "--model", "lenet",
+        "--epochs", "2", "--batch-size", "16", "--n-train", "53", "--n-val", "32", "--lr", "0.05",
+        "--no-augment", "--device", "cpu", "--no-progress"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("run: ") == 1 and run_dir.path.name in resumed.stdout   # rank 0 reports
     run = run_training(TrainConfig(**kw), root=root, device="cpu")
     _assert_same_weights(one_process["gaussian"], run)
     epochs = [r["epoch"] for r in run.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"]

@@ -180,3 +180,67 @@ def test_cli_evaluate_prints_a_table_for_a_stored_run(tmp_path, capsys):
     assert code == 0 and "eps 0.1" in out
     assert "clean accuracy" in out and "PGD-20 (CE, no random start" in out
     assert main(["evaluate", "--run", str(run.dir.path), "--protocol", "pgd7"]) == 2
+
+
+# ------------------------------------------------------------------ AutoAttack's sanity checks
+class _Dropout(nn.Module):
+    """A model whose eval-mode outputs are random (a randomised defence)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) + torch.randn(len(x), NUM_CLASSES)
+
+
+def test_sanity_checks_flag_random_and_softmax_outputs_and_pass_plain_logits(trained):
+    x, _ = make_data(16, seed=2)
+    assert E.sanity_checks(trained, x) == []
+    assert ["randomness" in m for m in E.sanity_checks(_Dropout(trained).eval(), x)] == [True]
+    softmax = nn.Sequential(trained, nn.Softmax(dim=1)).eval()
+    assert ["softmax-output" in m for m in E.sanity_checks(softmax, x)] == [True]
+
+
+def test_square_check_warns_only_when_square_lowers_the_gradient_attacks_accuracy():
+    stages = {"apgd-ce": 0.40, "apgd-t": 0.39, "fab-t": 0.39, "square": 0.39}
+    assert E.square_check(stages) == []
+    assert E.square_check({**stages, "square": 0.389}) == []  # within fra31's 0.2 %
+    (message,) = E.square_check({**stages, "square": 0.38})
+    assert "Square decreased robust accuracy by 1.0%" in message
+
+
+def test_autoattack_returns_its_stages_and_checks_with_the_result(trained):
+    x, y = make_data(24, seed=5)
+    res = E.robust_accuracy(trained, (x, y), eps=EPS, protocol="autoattack_fast")
+    assert list(res.stages) == list(E.AA_STAGES)
+    values = list(res.stages.values())
+    assert values == sorted(values, reverse=True) and values[-1] == pytest.approx(res.accuracy)
+    assert values[0] <= res.clean_accuracy
+    assert res.checks == tuple(E.square_check(res.stages))
+    assert res.to_dict()["stages"] == res.stages and res.to_dict()["checks"] == list(res.checks)
+    with pytest.warns(UserWarning, match="randomness"):
+        noisy = E.robust_accuracy(_Dropout(trained).eval(), (x, y), eps=EPS, protocol="pgd20_bs")
+    assert any("randomness" in m for m in noisy.checks)
+
+
+def test_stages_equal_torchattacks_multiattack(trained):
+    """Running the four attacks in turn on the points still correct is MultiAttack's worst case."""
+    x, y = make_data(24, seed=6)
+    ours = E.robust_accuracy(trained, (x, y), eps=EPS, protocol="autoattack_fast")
+    aa = E.autoattack(trained, eps=EPS, n_classes=NUM_CLASSES, steps=10, queries=500)
+    with torch.random.fork_rng():
+        adv = aa(x, y)
+    with torch.no_grad():
+        theirs = (trained(adv).argmax(1) == y) & (trained(x).argmax(1) == y)
+    assert torch.equal(ours.correct, theirs)
+
+
+def test_original_autoattack_cross_check_agrees_with_ours_within_one_image(trained):
+    pytest.importorskip("pyautoattack")
+    x, y = make_data(10, seed=5)
+    original = E.robust_accuracy(trained, (x, y), eps=1.5 * EPS, protocol="autoattack_original")
+    ours = E.robust_accuracy(trained, (x, y), eps=1.5 * EPS, protocol="autoattack_standard")
+    assert "fra31" in original.label and original.accuracy < original.clean_accuracy
+    assert abs(original.accuracy - ours.accuracy) <= 1 / 10
+    assert bool((original.correct <= original.clean_correct).all())

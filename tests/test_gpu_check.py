@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rs_lib import methods
+from rs_lib import costs, methods
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
@@ -38,6 +38,14 @@ def test_gpu_check_quick_on_cpu_writes_the_cost_table_format(gpu_check, tmp_path
     for key in ("samples_per_s", "reference_style_samples_per_s", "raw_forward_samples_per_s"):
         assert cert[key] > 0
     assert written["errors"] == {} and written["peak_memory_gib"] == {}   # no GPU memory on a CPU
+    table = costs.load_table(out)                                          # the sweep's cost table reads it
+    assert table.train_s_per_iter["resnet18/standard"] == written["train"]["resnet18/standard"]["s_per_iter"]
+    assert table.certify_samples_per_s["resnet110"] == cert["samples_per_s"]
+
+
+def test_a_quick_run_never_writes_the_cost_table_file(gpu_check):
+    assert gpu_check.parse_args(["--quick"]).out != str(gpu_check.Path(gpu_check.__file__).parent / "gpu_check.json")
+    assert gpu_check.parse_args([]).out.endswith("benchmarks/gpu_check.json")
 
 
 def test_gpu_check_reports_a_failing_row_and_keeps_the_others(gpu_check, tmp_path, monkeypatch):

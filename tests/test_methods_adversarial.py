@@ -21,7 +21,7 @@ ADVERSARIAL = sorted(n for n, m in methods.METHODS.items() if m.objective.__modu
 PAPER_NAMES = {"pgd_at", "fast_at", "fast_at_zero", "fast_at_2step", "gradalign", "trades", "fast_trades",
                "fast_trades_2step", "backward_smoothing", "backward_smoothing_pgd", "bs_alone", "odi_pgd",
                "odi_trades"}
-TRAIN_FORWARDS = {"gradalign": 3}  # training forwards at the end of each objective (train mode)
+TRAIN_FORWARDS = {"gradalign": 3, "gradalign_bs": 3}  # training forwards at the end of each objective (train mode)
 TRADES_TYPE = {"trades", "fast_trades", "fast_trades_2step", "backward_smoothing", "bs_alone", "odi_trades"}
 INSTRUMENT_KEYS = {"inner_clean", "inner_start", "inner_final", "increment", "ce_clean", "ce_adv",
                    "ce_increment", "loss"}

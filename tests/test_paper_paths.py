@@ -1,138 +1,148 @@
 """Every distinct paper-scale code path runs for real on CPU before a GPU sees it.
 
-Each (method, model, dataset) of the paper profiles trains for 2 optimiser steps at batch 2 and
-validates one batch (``run_training(..., max_iterations=2)``) on generated images of the paper
-dataset's shape and classes, written in the dataset's real on-disk format
-(``data.write_stand_in``); the certification path certifies one input at a small n, and the
-Backward Smoothing test protocols attack one test image.  A paper run must not die of a shape,
-config or dtype error on its first GPU.  (AMP needs CUDA: ``benchmarks/gpu_check.py`` covers it.)
+Through the job function the sweep dispatches, ``plan.run_job(job, max_iterations=2)``: each
+(method, model, dataset) that a paper-profile plan trains runs 2 optimiser steps at batch 2
+(``-p batch_size 2``) and validates one batch; each kind of evaluation job (robustness per test
+protocol, empirical attacks, curvature, interpolation, noisy accuracy) runs on its two images; each
+certification (shards, then the merge into the file the notebook reads) certifies one input per
+shard at a small n.  The data are generated images of the paper dataset's shape and classes,
+written in its real on-disk format (``data.write_stand_in``), in a scratch store.  A paper run must
+not die of a shape, config or dtype error on its first GPU.  AMP needs CUDA:
+``benchmarks/gpu_check.py`` covers it.
 
-The paths are listed from the chapters' presets (the functions the notebooks call) plus the
-models the Backward Smoothing paper reports beside ResNet-18 (WRN-34-10; ResNet-50 on Tiny
-ImageNet; CIFAR-100).  The three heaviest (see ``SLOW``) are marked ``slow``; they run in
-``make test`` too (deselect with ``-m "not slow"``).  AutoAttack and RayS, the other test
-protocols, are left out: on one image they cost minutes of CPU.
+Besides the paper profiles' own runs, the models the Backward Smoothing paper reports beside
+ResNet-18 (``-p model wrn34_10``; ``-p model resnet50 -p dataset tiny-imagenet``; ``-p dataset
+cifar100``) train their Backward Smoothing run.  The heaviest paths (``SLOW``, measured on one CPU
+thread) are marked ``slow``: they run in ``make test`` too (``-m "not slow"`` leaves them out).
 """
 
 import math
+import os
+import tempfile
+from contextlib import contextmanager
 
 import pytest
-import torch
 
-from rs_lib import data, profiles, smoothing
-from rs_lib.presets import PRESETS
-from rs_lib.presets import backward_smoothing as bs
-from rs_lib.presets import smoothing as rs
-from rs_lib.train import run_training
+from rs_lib import data, plan
 
 DATASETS = ("cifar10", "cifar100", "mnist", "tiny-imagenet")
-# Measured on one CPU thread (process time): WRN-34-10 23 s, SmoothAdv on ResNet-110 7.5 s, ResNet-50
-# on Tiny ImageNet 6 s; every other path 0.2-5 s (about 65 s together, most of it the per-epoch PGD-20
-# validation of the Backward Smoothing runs).
-SLOW = {("backward_smoothing", "wrn34_10", "cifar10"), ("backward_smoothing", "resnet50", "tiny-imagenet"),
-        ("smoothadv_pgd", "resnet110", "cifar10")}
+SMALL = {"batch_size": 2}
+EXTRA = ({"model": "wrn34_10"}, {"model": "resnet50", "dataset": "tiny-imagenet"}, {"dataset": "cifar100"})
+# AutoAttack (standard) and RayS on two images cost minutes of one CPU thread; their code runs in
+# tests/test_attacks.py / test_evaluate.py at small scale.
+LEFT_OUT = {("evaluate", "robustness", "autoattack_standard"), ("evaluate", "robustness", "rays")}
 
 
-def _paper_training_paths() -> dict[tuple[str, str, str], object]:
-    """One TrainConfig per distinct (method, model, dataset) that a paper-profile notebook trains
-    (AMP runs excluded: CPU only), plus the Backward Smoothing paper's other models."""
-    found = []
-    for experiment in sorted(PRESETS):
-        settings = profiles.resolve(experiment, "paper")
-        if experiment.startswith("bs_"):
-            methods = {m for knob, value in settings.as_dict().items() if knob.endswith("_methods") for m in value}
-            found += [bs.train_config(settings, method) for method in sorted(methods)]
-        elif experiment == "noise_training":
-            found += [settings.train_config(method="standard")]
-            found += [settings.train_config(method="gaussian", method_params={"sigma": s})
-                      for s in settings.train_sigmas]
+def _path(job: plan.Job) -> tuple[str, ...] | None:
+    """The code path a job exercises (None: AMP, which needs CUDA)."""
+    c = job.cost
+    if c.get("amp"):
+        return None
+    if job.kind == "train":
+        return ("train", c["method"], c["model"], c["dataset"])
+    if job.kind == "evaluate":
+        return ("evaluate", job.spec["function"], job.spec["kwargs"].get("protocol", ""), c["model"], c["dataset"])
+    if job.kind == "certify_merge":
+        return ("certify", c["model"], c["dataset"])
+    return None   # shards run as the needs of their merge
+
+
+# The stand-in data, written once per test session (the plans' keys hold the data's fingerprint,
+# and Tiny ImageNet has no published one to fall back on).
+_DATA = tempfile.TemporaryDirectory(prefix="rs-paper-data-")
+for _name in DATASETS:
+    data.write_stand_in(_name, _DATA.name, n_train=40, n_test=16)   # >= the 11 certification shards
+
+
+@contextmanager
+def _stand_in_data():
+    old = os.environ.get("RS_DATA")
+    os.environ["RS_DATA"] = _DATA.name
+    try:
+        yield _DATA.name
+    finally:
+        if old is None:
+            del os.environ["RS_DATA"]
         else:
-            for runs in (rs.comparison_runs, rs.ablation_runs, rs.vanilla_runs):
-                try:
-                    found += [row["config"] for row in runs(settings)]
-                except AttributeError:   # the experiment has no such runs (no knob for them)
-                    pass
-    paths = {}
-    for cfg in found:
-        paths.setdefault((cfg.method, cfg.model, cfg.dataset), cfg)
-    base = paths["backward_smoothing", "resnet18", "cifar10"]
-    for model, dataset in (("wrn34_10", "cifar10"), ("resnet50", "tiny-imagenet"), ("resnet18", "cifar100")):
-        paths.setdefault(("backward_smoothing", model, dataset), base.replace(model=model, dataset=dataset))
-    return paths
+            os.environ["RS_DATA"] = old
 
 
-PATHS = _paper_training_paths()
+def _representatives() -> dict[tuple[str, ...], tuple[str, tuple, int]]:
+    """Per code path: (experiment, overrides, index of its first job in that plan)."""
+    with _stand_in_data():
+        return _first_jobs()
+
+
+def _first_jobs() -> dict[tuple[str, ...], tuple[str, tuple, int]]:
+    reps: dict[tuple[str, ...], tuple[str, tuple, int]] = {}
+    for experiment in plan.experiments():
+        for i, job in enumerate(plan.plan(experiment, "paper", **SMALL)):
+            path = _path(job)
+            if path is not None and path[:3] not in LEFT_OUT:
+                reps.setdefault(path, (experiment, tuple(SMALL.items()), i))
+    for extra in EXTRA:
+        overrides = tuple({**SMALL, **extra}.items())
+        for i, job in enumerate(plan.plan("bs_comparison", "paper", **dict(overrides))):
+            if job.kind == "train" and job.cost["method"] == "backward_smoothing" and not job.cost["amp"]:
+                reps.setdefault(_path(job), ("bs_comparison", overrides, i))
+                break
+    return reps
+
+
+REPS = _representatives()
+# Measured (process time, one thread): WRN-34-10 23 s, SmoothAdv on ResNet-110 7.5 s, ResNet-50 on Tiny
+# ImageNet 6 s, the Hessian along the 6 kept checkpoints ~20 s; the other paths 0.2-5 s, most of it
+# the per-epoch PGD-20 validation of the Backward Smoothing runs.
+SLOW = {("train", "backward_smoothing", "wrn34_10", "cifar10"), ("train", "smoothadv_pgd", "resnet110", "cifar10"),
+        ("train", "backward_smoothing", "resnet50", "tiny-imagenet"),
+        ("evaluate", "curvature", "", "resnet18", "cifar10")}
 
 
 @pytest.fixture(scope="module")
-def stand_in_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("paper-data")
-    for name in DATASETS:
-        data.write_stand_in(name, root, n_train=40, n_test=10)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RS_DATA", str(root))
-        yield root
+def scratch(tmp_path_factory):
+    """The stand-in data in $RS_DATA and a scratch store."""
+    with _stand_in_data():
+        yield {"store": tmp_path_factory.mktemp("paper-runs"), "plans": {}}
 
 
-@pytest.fixture(scope="module")
-def store_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("paper-runs")
+def _run_with_needs(job: plan.Job, jobs: dict[str, plan.Job], store) -> None:
+    for key in job.needs:
+        _run_with_needs(jobs[key], jobs, store)
+    if not plan.job_done(job, root=store):
+        plan.run_job(job, device="cpu", root=store, progress=False, max_iterations=2)
 
 
-def _smoke_train(cfg, root):
-    return run_training(cfg.replace(batch_size=2), root=root, device="cpu", progress=False, max_iterations=2)
-
-
-def test_the_paper_profiles_cover_both_chapters_and_their_datasets():
-    models = {(m, d) for _, m, d in PATHS}
+def test_the_paper_plans_cover_both_chapters_their_models_and_job_kinds():
+    models = {(p[-2], p[-1]) for p in REPS}
     assert {("resnet18", "cifar10"), ("resnet110", "cifar10"), ("lenet", "mnist"), ("wrn34_10", "cifar10"),
-            ("resnet50", "tiny-imagenet")} <= models
-    methods = {m for m, _, _ in PATHS}
+            ("resnet50", "tiny-imagenet"), ("resnet18", "cifar100")} <= models
+    trained = {p[1] for p in REPS if p[0] == "train"}
     assert {"backward_smoothing", "trades", "pgd_at", "fast_at", "gradalign", "gaussian", "smoothadv_pgd",
-            "smoothmix", "macer", "consistency"} <= methods
+            "smoothmix", "macer", "consistency", "stability", "standard"} <= trained
+    assert {p[1] for p in REPS if p[0] == "evaluate"} >= {"robustness", "empirical", "curvature"}
+    assert {p for p in REPS if p[0] == "certify"} == {("certify", "resnet110", "cifar10"),
+                                                      ("certify", "lenet", "mnist")}
 
 
-@pytest.mark.parametrize("key", [pytest.param(k, id="-".join(k), marks=[pytest.mark.slow] if k in SLOW else [])
-                                 for k in sorted(PATHS)])
-def test_paper_training_path_runs_two_iterations(key, stand_in_data, store_root):
-    cfg = PATHS[key]
-    run = _smoke_train(cfg, store_root)
-    iters = run.iterations()
-    assert list(iters["iter"]) == [0, 1] and all(math.isfinite(v) for v in iters["loss"])
+@pytest.mark.parametrize("path", [pytest.param(p, id="-".join(x for x in p if x),
+                                               marks=[pytest.mark.slow] if p in SLOW else [])
+                                  for p in sorted(REPS)])
+def test_paper_code_path_runs_through_run_job(path, scratch):
+    experiment, overrides, index = REPS[path]
+    if (experiment, overrides) not in scratch["plans"]:
+        scratch["plans"][experiment, overrides] = plan.plan(experiment, "paper", **dict(overrides))
+    jobs = scratch["plans"][experiment, overrides]
+    job = jobs[index]
+    assert _path(job) == path
+    by_key = {j.key: j for j in jobs}
+    for key in job.needs:
+        _run_with_needs(by_key[key], by_key, scratch["store"])
+    run_dir = scratch["store"] / job.store / job.run_key
+    before = set(run_dir.iterdir()) if run_dir.is_dir() else set()
+    plan.run_job(job, device="cpu", root=scratch["store"], progress=False, max_iterations=2)
+    run = plan._stored_run(by_key[job.run_key], scratch["store"])
     assert run.summary["max_iterations"] == 2
-    info = data.dataset_info(cfg.dataset)
-    model = run.load_model("last")
-    x = torch.rand(2, *info.shape)
-    logits = model(x)
-    assert logits.shape == (2, info.num_classes) and torch.isfinite(logits).all()
-    assert all(math.isfinite(v) for v in run.epochs().filter(like="val_").iloc[0])
-
-
-def _bs_protocols():
-    protocols = set()
-    for experiment in PRESETS:
-        if experiment.startswith("bs_"):
-            settings = profiles.resolve(experiment, "paper")
-            protocols |= set(getattr(settings, "test_protocols", {}) or {})
-            if getattr(settings, "test_protocol", None):
-                protocols.add(settings.test_protocol)
-    return sorted(protocols)
-
-
-@pytest.mark.parametrize("protocol", _bs_protocols())
-def test_backward_smoothing_test_protocol_attacks_one_image(protocol, stand_in_data, store_root):
-    run = _smoke_train(PATHS["backward_smoothing", "resnet18", "cifar10"], store_root)
-    result = bs.robustness(run, protocol=protocol, n_test=1, device="cpu")
-    assert 0.0 <= result["robust"] <= result["clean"] <= 1.0
-
-
-@pytest.mark.parametrize("key", [("gaussian", "resnet110", "cifar10"), ("smoothmix", "lenet", "mnist")])
-def test_paper_certification_path_certifies_one_input(key, stand_in_data, store_root):
-    experiment = "rs_comparison" if key[2] == "cifar10" else "rs_smoothmix_ablations"
-    cert = rs.cert_kwargs(profiles.resolve(experiment, "paper"))
-    assert cert["n"] == 100_000
-    run = _smoke_train(PATHS[key], store_root)
-    sigma = run.config.method_params["sigma"]
-    df = smoothing.certify_run(run, n_points=1, n0=cert["n0"], n=200, alpha=cert["alpha"], sigma=sigma,
-                               batch_size=100, device="cpu", progress=False)
-    assert len(df) == 1 and (df["radius"] >= 0).all()
+    assert all(math.isfinite(v) for v in run.iterations()["loss"]) and len(run.iterations()) == 2
+    if job.kind != "train":   # its (small) result was written beside the run
+        assert {p.name for p in set(run_dir.iterdir()) - before if not p.name.startswith(".")}
+    assert not plan.job_done(job, root=scratch["store"]) or job.kind == "train"   # small != the real result

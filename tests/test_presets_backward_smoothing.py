@@ -29,7 +29,7 @@ def test_every_preset_resolves_and_builds_every_method_config(experiment, profil
     settings = profiles.resolve(experiment, profile)
     for method in bs.LABELS:
         cfg = bs.train_config(settings, method)
-        assert cfg.method == method
+        assert cfg.method == bs.objective_name(settings, method)
         assert cfg.eval_params["eps"] == settings.linf_eps
 
 
@@ -99,7 +99,38 @@ def test_paper_betas(method):
 def test_paper_gamma_and_gradalign_lambda():
     assert _cfg("paper", "backward_smoothing").method_cfg.gamma == 1.0
     assert _cfg("paper", "backward_smoothing").method_cfg.num_points == 1  # App. B: "a single random point"
-    assert _cfg("paper", "gradalign").method_cfg.effective_lam == 0.2
+    assert _cfg("paper", "gradalign").method_cfg.effective_lam == 0.3  # the BS repository's, hard-coded there
+
+
+def test_paper_profile_trains_the_bs_repositorys_gradalign_and_unclamped_starts():
+    """The code behind the paper's numbers: pgd_fast_gradalign.py (lambda 0.3, create_graph on both input
+    gradients, x + U(-eps, eps) not clamped) and pgd_fast.py (the same start for Fast AT)."""
+    cfg = _cfg("paper", "gradalign")
+    assert cfg.method == "gradalign_bs"
+    ga = cfg.method_cfg
+    assert (ga.lam, ga.backprop_clean, ga.clamp_start, ga.random_start) == (0.3, True, False, True)
+    assert ga.step_size == pytest.approx(10 / 255)
+    for method in ("fast_at", "pgd_at", "fast_at_2step"):
+        assert _cfg("paper", method).method_cfg.clamp_start is False
+    for profile in ("smoke", "cpu"):  # GradAlign's own code, Wong et al.'s clamped start
+        assert _cfg(profile, "gradalign").method == "gradalign"
+        assert _cfg(profile, "gradalign").method_cfg.backprop_clean is False
+        assert _cfg(profile, "fast_at").method_cfg.clamp_start is True
+
+
+def test_paper_autoattack_runs_at_8_over_255():
+    """The authors' evaluation script (AutoAttackEval) attacks at 8/255, not the training radius 0.031."""
+    settings = profiles.resolve("bs_comparison", "paper")
+    assert settings.aa_protocol == "autoattack_standard" and settings.aa_eps == pytest.approx(8 / 255)
+    assert profiles.resolve("bs_comparison", "cpu").aa_eps is None  # cpu: the run's own radius
+
+
+@pytest.mark.parametrize("profile", profiles.PROFILES)
+def test_fast_trades_is_in_the_stability_and_ablation_comparisons(profile):
+    """Fig. 6 compares Backward Smoothing with Fast TRADES; Tables 8-9's "below a single-step attack"
+    needs a single-step attack that has not collapsed (Fast TRADES)."""
+    assert "fast_trades" in profiles.resolve("bs_stability", profile).stability_methods
+    assert "fast_trades" in profiles.resolve("bs_ablations", profile).variant_methods
 
 
 def test_paper_variants_use_backward_smoothings_settings():

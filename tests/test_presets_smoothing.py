@@ -61,10 +61,11 @@ PAPER_CIFAR10 = {
     ("Gaussian", 0.25): {}, ("Gaussian", 0.5): {}, ("Gaussian", 1.0): {},
     ("Stability training", 0.25): dict(lbd=2.0), ("Stability training", 0.5): dict(lbd=2.0),
     ("Stability training", 1.0): dict(lbd=1.0),
-    **{("SmoothAdv", s): dict(eps=1.0, steps=10, num_noise=8, warmup_epochs=10.0) for s in (0.25, 0.5, 1.0)},
+    **{("SmoothAdv", s): dict(eps=1.0, steps=10, num_noise=8, warmup_epochs=10.0, step_order="clamp_renorm")
+       for s in (0.25, 0.5, 1.0)},
     ("MACER", 0.25): dict(num_noise=16, beta=16.0, gamma=8.0, lbd=12.0, deferred_epochs=0),
     ("MACER", 0.5): dict(num_noise=16, beta=16.0, gamma=8.0, lbd=4.0, deferred_epochs=0),
-    ("MACER", 1.0): dict(num_noise=16, beta=16.0, gamma=8.0, lbd=12.0, deferred_epochs=50),
+    ("MACER", 1.0): dict(num_noise=16, beta=16.0, gamma=8.0, lbd=12.0, deferred_epochs=200),  # MACER's 1st decay
     ("Consistency", 0.25): dict(num_noise=2, lbd=20.0, eta=0.5),
     ("Consistency", 0.5): dict(num_noise=2, lbd=10.0, eta=0.5),
     ("Consistency", 1.0): dict(num_noise=2, lbd=10.0, eta=0.5),
@@ -91,6 +92,52 @@ def test_paper_comparison_hyperparameters_equal_smoothmix_cifar10_per_method_and
     # every label has a row of the paper table to stand beside
     table = paper.load("smoothmix_cifar10")
     assert {r["paper_row"] for r in runs.values()} <= set(table["method"])
+
+
+def test_paper_profiles_train_as_the_references_did():
+    """All 50,000 CIFAR-10 / 60,000 MNIST training images (no held-out split; the last epoch is
+    certified), Cohen et al.'s CIFAR-10 normalisation constants, no normalisation layer on SmoothMix's
+    MNIST LeNet, SmoothAdv's clamp-then-renorm l2 step, MACER's own 440-epoch recipe for its rows."""
+    from rs_lib import data
+    from rs_lib.train import NORMALIZATIONS, build_model_for
+
+    s = profiles.resolve("rs_comparison", "paper")
+    runs = {(r["label"], r["sigma"]): r["config"] for r in sp.comparison_runs(s)}
+    for (label, sigma), cfg in runs.items():
+        assert cfg.full_train_set and cfg.n_train is None, label
+        assert cfg.normalization == "cohen_cifar10", label
+        if label == "SmoothAdv":
+            assert cfg.method_cfg.step_order == "clamp_renorm"
+        if label == "MACER":
+            assert (cfg.epochs, cfg.lr, _decay_epochs(cfg)) == (440, 0.01, [200, 400])
+        else:
+            assert cfg.epochs == 150
+    assert NORMALIZATIONS["cohen_cifar10"][1] == (0.2023, 0.1994, 0.2010)
+    model = build_model_for(runs[("Gaussian", 0.5)], data.dataset_info("cifar10"))
+    assert model.std.flatten().tolist() == pytest.approx([0.2023, 0.1994, 0.2010])
+    mnist = profiles.resolve("rs_smoothmix_ablations", "paper")
+    cfg = sp.model_config(mnist, mnist.models["SmoothMix"], mnist.ablation_sigma)
+    assert (cfg.dataset, cfg.full_train_set, cfg.normalization) == ("mnist", True, "none")
+    lenet = build_model_for(cfg, data.dataset_info("mnist"))
+    assert lenet.mean.abs().max() == 0 and (lenet.std == 1).all()  # the identity, as SmoothMix's Identity()
+    for profile in ("smoke", "cpu"):  # the book's scaled profiles keep a validation split
+        cpu = profiles.resolve("rs_comparison", profile)
+        assert not sp.model_config(cpu, cpu.models["Gaussian"], cpu.train_sigmas[0]).full_train_set
+
+
+def test_full_train_set_trains_on_the_validation_images_too(tmp_path):
+    from rs_lib import data
+    from rs_lib.train import TrainConfig, run_training
+
+    held_out = len(data.load("synthetic", "val"))
+    base = dict(dataset="synthetic", model="small_cnn", epochs=1, batch_size=64, n_val=32, augment=False)
+    with pytest.raises(ValueError, match="full_train_set"):
+        TrainConfig(**base, n_train=100, full_train_set=True)
+    seen = []
+    for full in (False, True):
+        run = run_training(TrainConfig(**base, full_train_set=full), root=tmp_path, device="cpu", progress=False)
+        seen.append(len(run.iterations()))
+    assert seen[1] > seen[0] and seen[1] * 64 >= len(data.load("synthetic", "train")) + held_out - 63
 
 
 def test_paper_curves_are_cohen_gaussian_models_at_four_sigmas():
@@ -162,7 +209,8 @@ def test_mnist_paper_models_equal_smoothmix_appendix_d_and_experiments_md():
     m = sp.MNIST_PAPER_MODELS
     for sigma in (0.25, 0.5, 1.0):
         # App. B.4 / D and EXPERIMENTS.MD (MNIST): SmoothAdv PGD eps 255/256, T 10, m 4, warm-up 10.
-        assert m["SmoothAdv"]["sigmas"][sigma] == dict(eps=255 / 256, steps=10, num_noise=4, warmup_epochs=10.0)
+        assert m["SmoothAdv"]["sigmas"][sigma] == dict(eps=255 / 256, steps=10, num_noise=4, warmup_epochs=10.0,
+                                                        step_order="clamp_renorm")
         assert m["Stability training"]["sigmas"][sigma] == dict(lbd=2.0)
         # MACER: m 16, beta 16, gamma (margin) 8, lambda 16 (6 at sigma = 1), --deferred (30 epochs).
         assert m["MACER"]["sigmas"][sigma] == dict(num_noise=16, beta=16.0, gamma=8.0,

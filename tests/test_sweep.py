@@ -1,18 +1,19 @@
 """The sweep: a plan dispatched through submitit's local executor (real processes) and, without a
 cluster, its SLURM path (the sbatch scripts submitit writes, requeue through ``checkpoint()``).
 
-The jobs here are a small plan built in the test (real TrainConfigs on synthetic data, real
-``run_training`` and a cached evaluation), shaped as ``rs_lib.plan.Job``; the tests at the end run
+The jobs here are a small plan built in the test (``rs_lib.plan.Job``s of real TrainConfigs on
+synthetic data, run by real ``run_training`` and a cached evaluation); the tests at the end run
 the real plan of two smoke experiments and render their notebooks read-only.
 """
 
 import json
 import os
 import shutil
+import socket
 import stat
 import sys
-import textwrap
-from dataclasses import dataclass, field
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ import pytest
 import submitit
 import torch
 
-from rs_lib import costs, lock, store, sweep, train
+from rs_lib import costs, lock, plan, store, sweep, train
 from rs_lib.__main__ import main
+from rs_lib.plan import Job
 from rs_lib.train import TrainConfig, run_training
 
 # submitit pickles the runner with cloudpickle: ship this module's plan by value (the job
@@ -34,22 +36,15 @@ TINY = dict(dataset="synthetic", model="small_cnn", epochs=2, batch_size=64, n_t
 STORE = "sweep_test"
 
 
-@dataclass(frozen=True)
-class Job:
-    kind: str
-    experiment: str
-    store: str
-    key: str
-    needs: tuple[str, ...]
-    label: str
-    spec: dict[str, Any]
-    cost: dict[str, Any] = field(default_factory=dict)
+def make_job(kind: str, experiment: str, store_: str, key: str, needs: tuple[str, ...], label: str,
+             spec: dict[str, Any], cost: dict[str, Any] | None = None) -> Job:
+    return Job(kind, experiment, store_, key, tuple(needs), label, spec, cost or {})
 
 
 def train_job(seed: int, experiment: str = "exp_a", **changes: Any) -> Job:
     cfg = TrainConfig(**{**TINY, "seed": seed, **changes})
     key = train.run_dir_for(cfg, experiment=STORE).path.name
-    return Job("train", experiment, STORE, key, (), f"train seed {seed}", {"config": cfg.to_dict()},
+    return make_job("train", experiment, STORE, key, (), f"train seed {seed}", {"config": cfg.to_dict()},
                {"model": cfg.model, "method": cfg.method, "dataset": cfg.dataset, "iterations": 2 * 2,
                 "batch_size": cfg.batch_size})
 
@@ -57,7 +52,7 @@ def train_job(seed: int, experiment: str = "exp_a", **changes: Any) -> Job:
 def eval_job(trained: Job, *, fail: bool = False) -> Job:
     params = {"n": 32, "fail": fail}
     key = f"{trained.key}/mean_weight-{store.config_hash(params)}.json"
-    return Job("evaluate", trained.experiment, STORE, key, (trained.key,), f"evaluate {trained.label}",
+    return make_job("evaluate", trained.experiment, STORE, key, (trained.key,), f"evaluate {trained.label}",
                {"config": trained.spec["config"], "params": params})
 
 
@@ -85,9 +80,9 @@ def fake_job_done(job: Job, *, root: str | None = None) -> bool:
 RUNNER = sweep.JobRunner(fake_run_job, fake_job_done)
 
 
-def plan(experiment_b_fails: bool = False) -> list[Job]:
+def small_plan() -> list[Job]:
     a0, a1, b0 = train_job(0), train_job(1), train_job(2, experiment="exp_b")
-    return sweep.ordered([a0, a1, eval_job(a0), b0, eval_job(b0, fail=experiment_b_fails)])
+    return sweep.ordered([a0, a1, eval_job(a0), b0, eval_job(b0)])
 
 
 @pytest.fixture
@@ -103,38 +98,11 @@ def record_of(root: Path) -> Path:
 
 # -- local executor --------------------------------------------------------------------------------
 
-def test_local_sweep_computes_every_job_after_its_needs_and_a_repeat_submits_nothing(root):
-    a0, b0 = train_job(0), train_job(2, experiment="exp_b")
-    evaluation = eval_job(a0)
-    jobs = sweep.ordered([evaluation, a0, b0])
-    resources = sweep.Resources(cpu_workers=2, threads=1)
-    first = sweep.run_sweep(jobs, resources, record=record_of(root), root=root, runner=RUNNER, poll_s=0.2)
-    assert sorted(first.submitted) == sorted(j.key for j in jobs) and first.failed == []
-    assert all(fake_job_done(j, root=root) for j in jobs)
-    # the evaluation started after its training ended, each job in a process of its own
-    spans = {j.key: sweep.JobRecord(record_of(root), j).read() for j in jobs}
-    assert spans[evaluation.key]["started"] >= spans[a0.key]["ended"]
-    assert len({spans[j.key]["pid"] for j in jobs} | {os.getpid()}) == 4
-    # each evaluation checked that its training was finished before it started (else it fails)
-    states = sweep.job_states(jobs, record_of(root), root=root, job_done=fake_job_done)
-    assert [s["state"] for s in states] == ["done"] * len(jobs)
-    # the runs are the ones a notebook finds, and read-only mode reads them without training
-    os.environ[lock.READ_ONLY_ENV] = "1"
-    try:
-        for job in jobs:
-            if job.kind == "train":
-                assert _run(job, str(root)).summary["epochs"] == 2
-    finally:
-        del os.environ[lock.READ_ONLY_ENV]
-    again = sweep.run_sweep(jobs, resources, record=record_of(root), root=root, runner=RUNNER, poll_s=0.2)
-    assert again.submitted == [] and sorted(again.skipped) == sorted(j.key for j in jobs)
-
-
 def test_a_failed_job_blocks_its_dependents_and_status_shows_its_log(root):
     a0 = train_job(0)
-    broken = Job("evaluate", "exp_a", STORE, f"{a0.key}/broken.json", (a0.key,), "broken evaluation",
+    broken = make_job("evaluate", "exp_a", STORE, f"{a0.key}/broken.json", (a0.key,), "broken evaluation",
                  {"config": a0.spec["config"], "params": {"fail": True}})
-    after = Job("evaluate", "exp_a", STORE, f"{a0.key}/after.json", (broken.key,), "after the broken one",
+    after = make_job("evaluate", "exp_a", STORE, f"{a0.key}/after.json", (broken.key,), "after the broken one",
                 {"config": a0.spec["config"], "params": {"n": 1}})
     jobs = [a0, broken, after]
     _run(a0, str(root))            # trained already: only the broken evaluation runs as a job
@@ -149,6 +117,28 @@ def test_a_failed_job_blocks_its_dependents_and_status_shows_its_log(root):
     assert rows[after.key]["state"] == "failed" and "needs failed" in rows[after.key]["error"]
     text = sweep.format_status(list(rows.values()))
     assert f"log: {log}" in text and "1 done, 0 running, 0 submitted, 2 failed, 0 missing" in text
+
+
+def test_a_job_still_running_in_an_earlier_sweep_is_not_resubmitted_and_its_dependents_wait(root):
+    a0 = train_job(0)
+    evaluation = eval_job(a0)
+    # an earlier sweep's job is computing a0: this process, on this host (so it is alive)
+    sweep.JobRecord(record_of(root), a0).update(state="running", executor="local", host=socket.gethostname(),
+                                                pid=os.getpid())
+    def train_once_the_sweep_waits():
+        while not (record_of(root) / "logs").exists():     # run_sweep makes it just before its loop
+            time.sleep(0.05)
+        _run(a0, str(root))
+
+    trainer = threading.Thread(target=train_once_the_sweep_waits)
+    trainer.start()
+    try:
+        result = sweep.run_sweep([a0, evaluation], sweep.Resources(cpu_workers=1, threads=1), record=record_of(root),
+                                 root=root, runner=RUNNER, poll_s=0.2)
+    finally:
+        trainer.join()
+    assert result.submitted == [evaluation.key] and result.skipped == [a0.key] and result.failed == []
+    assert fake_job_done(evaluation, root=root)
 
 
 def test_local_executor_resources_are_checked_before_anything_is_submitted():
@@ -167,6 +157,8 @@ def test_local_executor_resources_are_checked_before_anything_is_submitted():
             sweep.Resources(executor="slurm")
     with pytest.raises(ValueError, match="comma-separated GPU indices"):
         sweep.parse_gpus("0,one")
+    assert sweep.Resources(cpu_workers=os.cpu_count() or 1).job_threads == 1    # cores shared out
+    assert sweep.Resources(cpu_workers=1, threads=3).job_threads == 3
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -175,6 +167,11 @@ def test_local_executor_resources_are_checked_before_anything_is_submitted():
     (["sweep", "x", "--gpus", "99"], "--gpus names GPU 99"),
     (["sweep", "x", "--cpu-workers", "1", "--gpus-per-job", "2"], "SLURM options"),
     (["sweep", "x", "--profile", "huge"], "--profile must be one of"),
+    (["sweep", "no_such_experiment", "--cpu-workers", "1"], "experiment must be one of"),
+    (["sweep", "--chapter", "optics", "--cpu-workers", "1"], "--chapter must be one of"),
+    (["sweep", "--all", "noise_training", "--cpu-workers", "1"], "select experiments one way"),
+    (["sweep", "noise_training", "--profile", "smoke", "-p", "epoch=3", "--cpu-workers", "1"], "epochs"),
+    (["sweep", "noise_training", "--dry-run", "--status"], "not both"),
 ])
 def test_sweep_cli_rejects_bad_flags_with_exit_2(argv, message, capsys, root):
     assert main(argv) == 2
@@ -216,7 +213,7 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 def test_slurm_sweep_submits_one_array_per_wave_with_its_parameters(root, fake_slurm, monkeypatch):
-    jobs = plan()
+    jobs = small_plan()
     resources = sweep.Resources(executor="slurm", partition="gpu", gpus_per_job=1, cpus_per_job=4,
                                 timeout_min=90, array_parallelism=2)
     result = sweep.run_sweep(jobs, resources, record=record_of(root), root=root, runner=RUNNER)
@@ -277,13 +274,13 @@ def test_requeue_through_checkpoint_resumes_the_same_job_from_the_store(root, fa
 # -- dry run and cost table ------------------------------------------------------------------------
 
 def cost_job(key: str, experiment: str, **cost: Any) -> Job:
-    return Job("train", experiment, STORE, key, (), key, {}, cost)
+    return make_job("train", experiment, STORE, key, (), key, {}, cost)
 
 
 def test_dry_run_estimates_gpu_hours_from_the_papers_and_the_gpu_check(root, tmp_path):
     table2 = cost_job("fast_at", "bs_comparison", model="resnet18", method="fast_at", dataset="cifar10",
                       iterations=100 * 391, batch_size=128)
-    certify = Job("certify_shard", "rs_certified_curves", STORE, "cert", ("x",), "cert", {},
+    certify = make_job("certify_shard", "rs_certified_curves", STORE, "cert", ("x",), "cert", {},
                   {"model": "resnet110", "dataset": "cifar10", "images": 500, "samples": 500 * 100_100})
     unknown = cost_job("odd", "bs_comparison", model="resnet18")
     rows = sweep.estimate([table2, certify, unknown], root=root, job_done=fake_job_done, table=costs.CostTable())
@@ -322,17 +319,18 @@ def test_estimates_of_other_models_scale_the_fitted_pass_cost_by_flops():
     assert table.seconds("evaluate", pgd, {"kwargs": {"protocol": "pgd20_bs"}}) == \
         pytest.approx(61 * costs.pass_seconds())
     assert table.seconds("evaluate", pgd, {"kwargs": {"protocol": "autoattack_standard"}}) is None
+    assert table.seconds("evaluate", {**pgd, "protocol": "pgd100_bs"}) == pytest.approx(301 * costs.pass_seconds())
 
 
 def test_waves_follow_the_longest_chain_of_unfinished_needs():
     a, b = train_job(0), train_job(1)
     ea, eb = eval_job(a), eval_job(b)
-    merge = Job("certify_merge", "exp_a", STORE, "merge", (ea.key, eb.key), "merge", {})
+    merge = make_job("certify_merge", "exp_a", STORE, "merge", (ea.key, eb.key), "merge", {})
     assert [[j.key for j in w] for w in sweep.waves([merge, ea, eb, a, b], finished=())] == \
         [[a.key, b.key], [ea.key, eb.key], ["merge"]]
     assert [[j.key for j in w] for w in sweep.waves([merge, ea, eb, a, b], finished={a.key, ea.key})] == \
         [[b.key], [eb.key], ["merge"]]
-    cycle = [Job("train", "e", STORE, "x", ("y",), "x", {}), Job("train", "e", STORE, "y", ("x",), "y", {})]
+    cycle = [make_job("train", "e", STORE, "x", ("y",), "x", {}), make_job("train", "e", STORE, "y", ("x",), "y", {})]
     with pytest.raises(ValueError, match="dependency cycle"):
         sweep.ordered(cycle)
 
@@ -343,11 +341,17 @@ SMOKE_EXPERIMENTS = ["noise_training", "bs_hessian"]
 
 
 def test_real_plan_smoke_sweep_then_read_only_notebooks(root, tmp_path, capsys):
-    pytest.importorskip("rs_lib.plan")
     from rs_lib import book
 
     argv = ["sweep", *SMOKE_EXPERIMENTS, "--profile", "smoke", "--cpu-workers", "2", "--threads", "1"]
     assert main(argv) == 0
+    jobs = sweep.collect(SMOKE_EXPERIMENTS, "smoke")
+    assert {j.kind for j in jobs} == {"train", "evaluate"} and all(plan.job_done(j) for j in jobs)
+    # every job ran in a process of its own, and after the jobs it needs had ended
+    spans = {j.key: sweep.JobRecord(sweep.record_dir(root, SMOKE_EXPERIMENTS, "smoke", {}), j).read() for j in jobs}
+    assert len({s["pid"] for s in spans.values()} | {os.getpid()}) == len(jobs) + 1
+    assert all(spans[j.key]["started"] >= spans[n]["ended"] for j in jobs for n in j.needs)
+    capsys.readouterr()
     assert main(argv) == 0
     assert "submitted 0 jobs" in capsys.readouterr().out
     assert main(["sweep", *SMOKE_EXPERIMENTS, "--profile", "smoke", "--status"]) == 0
@@ -364,3 +368,19 @@ def test_read_only_notebook_without_a_sweep_names_the_sweep_command(root, tmp_pa
         book.execute_notebook("noise_training", profile="smoke", output_dir=tmp_path, progress=False,
                               threads=1, read_only=True)
     assert not (root / "noise_training").exists() or not any((root / "noise_training").rglob("summary.json"))
+
+
+def exit_like_submitit_after_requeue(job, **kwargs):
+    raise SystemExit(-1)       # what submitit's USR2 handler does once it has requeued the job
+
+
+def test_a_job_exiting_for_its_requeue_is_recorded_as_submitted_not_failed(root):
+    job = train_job(0)
+    runner = sweep.JobRunner(exit_like_submitit_after_requeue, fake_job_done)
+    with pytest.raises(SystemExit):
+        runner(job, [], record=str(record_of(root)), root=str(root), device="cpu")
+    assert sweep.JobRecord(record_of(root), job).read()["state"] == "submitted"
+    broken = sweep.JobRunner(lambda job, **kwargs: 1 / 0, fake_job_done)
+    with pytest.raises(ZeroDivisionError):
+        broken(job, [], record=str(record_of(root)), root=str(root), device="cpu")
+    assert sweep.JobRecord(record_of(root), job).read()["error"] == "ZeroDivisionError: division by zero"

@@ -96,6 +96,27 @@ def register(name: str, config_cls: type, *, passes: Callable[[Any], Passes]):
     return wrap
 
 
+#: Field metadata of an option added to a method after runs were stored: at its default value it is
+#: left out of the resolved parameters (`resolved_params`), so the store hash of every run stored
+#: before the option existed stays the same and those runs are read back, not retrained.
+OMIT_DEFAULT = "omit_from_hash_at_default"
+
+
+def added_option(default: Any) -> Any:
+    """A dataclass field with ``default`` that `resolved_params` leaves out while it has that value."""
+    return field(default=default, metadata={OMIT_DEFAULT: True})
+
+
+def resolved_params(cfg: Any) -> dict[str, Any]:
+    """The parameters of a method's config dataclass, defaults filled in, except `added_option`
+    fields at their default (what a run's config and store hash record)."""
+    out = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get(OMIT_DEFAULT) and getattr(cfg, f.name) == f.default:
+            del out[f.name]
+    return out
+
+
 def get_method(name: str) -> Method:
     check.choice("method", name, sorted(METHODS))
     return METHODS[name]

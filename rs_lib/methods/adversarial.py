@@ -7,6 +7,7 @@
 | ``fast_at_zero`` | Wong et al. 2020 (BS Fig. 1) | FGSM from x (no random start) | CE(f(x'), y) |
 | ``fast_at_2step`` | BS §5 | PGD-2 × 6/255, U(−ε, ε) start | CE(f(x'), y) |
 | ``gradalign`` | Andriushchenko & Flammarion 2020 | FGSM α = 10/255, U(−ε, ε) start | CE(f(x'), y) + λ(1 − cos(∇ₓ, ∇ₓ₊η)) |
+| ``gradalign_bs`` | the BS repository's "Fast AT (GradAlign)" | FGSM α = 10/255, unclamped U(−ε, ε) start | as GradAlign, λ = 0.3, both gradients differentiated |
 | ``trades`` | Zhang et al. 2019 | 10 × 0.007 ascent on KL, x + 0.001·N start | CE(f(x), y) + β·KL(s(f(x)) ‖ s(f(x'))) |
 | ``fast_trades`` | BS §4 eq. 4.2 | one KL step α = 6/255, U(−ε, ε) start | as TRADES |
 | ``fast_trades_2step`` | BS §5 | two KL steps α = 5/255, U(−ε, ε) start | as TRADES |
@@ -55,7 +56,7 @@ from torch import Tensor, nn
 
 from .. import _validate as check
 from .. import attacks
-from . import Passes, StepContext, StepOutput, mode, register, scalar
+from . import Passes, StepContext, StepOutput, added_option, mode, register, scalar
 
 EPS = 0.031  # BS paper §5 (all datasets); the BS and TRADES codes' value
 ATTACK_MODES = ("eval", "train")
@@ -98,17 +99,20 @@ class AdversarialConfig:
 @dataclass(frozen=True)
 class ATConfig(AdversarialConfig):
     """PGD adversarial training on CE: ``steps`` signed steps of ``step_size`` (pixel units) from a
-    U(−eps, eps) start clamped to [0, 1] (``random_start``) or from x."""
+    U(−eps, eps) start (``random_start``) or from x. clamp_start: clamp the random start to [0, 1]
+    before the first gradient (True: Wong et al.'s code; False: the BS repository's ``pgd_fast.py``)."""
 
     step_size: float = _px(2)
     steps: int = 10
     random_start: bool = True
+    clamp_start: bool = added_option(True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check.positive("step_size", self.step_size)
         check.positive_int("steps", self.steps)
         _flag("random_start", self.random_start)
+        _flag("clamp_start", self.clamp_start)
 
 
 @dataclass(frozen=True)
@@ -147,23 +151,44 @@ class GradAlignConfig(AdversarialConfig):
     repository's FGSM-RS (GradAlign's own recipe: ``random_start=False, step_size=eps``).
     lam: λ = 0.2, GradAlign's CIFAR-10 value at 8/255; ``lam_rule='log_linear'`` uses their rule
     λ(ε) = 0.02·10^(ε·255/8) instead (`attacks.lambda_gradalign`, from the full ε, not warmed up).
+    clamp_start: clamp the FGSM random start to [0, 1] before its gradient (as `ATConfig`).
+    backprop_clean: differentiate through the clean input gradient too (`attacks.gradalign_regularizer`;
+    False: GradAlign's `train.py`, the clean gradient detached).
     """
 
     step_size: float = _px(10)
     random_start: bool = True
     lam: float = 0.2
     lam_rule: str = "fixed"
+    clamp_start: bool = added_option(True)
+    backprop_clean: bool = added_option(False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check.positive("step_size", self.step_size)
         _flag("random_start", self.random_start)
+        _flag("clamp_start", self.clamp_start)
+        _flag("backprop_clean", self.backprop_clean)
         check.non_negative("lam", self.lam)
         check.choice("lam_rule", self.lam_rule, ("fixed", "log_linear"))
 
     @property
     def effective_lam(self) -> float:
         return attacks.lambda_gradalign(self.eps) if self.lam_rule == "log_linear" else self.lam
+
+
+@dataclass(frozen=True)
+class GradAlignBSConfig(GradAlignConfig):
+    """GradAlign as the Backward Smoothing repository trains it (``pgd_fast_gradalign.py``), the code
+    behind the BS paper's "Fast AT (GradAlign)" rows: FGSM-RS with α = 10/255 from x + U(−ε, ε)
+    **not clamped** before the gradient, λ = 0.3 (hard-coded there), and ``create_graph`` on both
+    input gradients, so the weight gradient flows through the clean gradient as well. The
+    regulariser has GradAlign's value; its weight gradient differs (the audit measured a cosine of
+    about 0.7 to GradAlign's and, λ counted, about half the magnitude)."""
+
+    lam: float = 0.3
+    clamp_start: bool = False
+    backprop_clean: bool = True
 
 
 @dataclass(frozen=True)
@@ -410,7 +435,8 @@ def _passes(forward: int, backward: int, cfg: AdversarialConfig, instrument_forw
 def _pgd_phase(model: nn.Module, x: Tensor, y: Tensor, cfg: ATConfig, ctx: StepContext) -> AttackFn:
     def attack(scale: float) -> _Inner:
         res = attacks.pgd_attack(model, x, y, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                                 steps=cfg.steps, random_start=cfg.random_start, generator=ctx.generator)
+                                 steps=cfg.steps, random_start=cfg.random_start, generator=ctx.generator,
+                                 clamp_start=cfg.clamp_start)
         return _Inner(res.x_adv, res.loss_start, start_at_clean=not cfg.random_start)
     return attack
 
@@ -466,8 +492,8 @@ def fast_at_2step(model: nn.Module, x: Tensor, y: Tensor, cfg: FastAT2StepConfig
 
 
 def _gradalign_passes(cfg: GradAlignConfig) -> Passes:
-    passes = _passes(4, 5, cfg, 1 + cfg.random_start)
-    return Passes(passes.forward, passes.backward, double_backward=1)
+    passes = _passes(4, 5 + cfg.backprop_clean, cfg, 1 + cfg.random_start)
+    return Passes(passes.forward, passes.backward, double_backward=1 + cfg.backprop_clean)
 
 
 @register("gradalign", GradAlignConfig, passes=_gradalign_passes)
@@ -481,20 +507,38 @@ def gradalign(model: nn.Module, x: Tensor, y: Tensor, cfg: GradAlignConfig, ctx:
     Passes: 4 F + 5 B as module hooks count them (attack 1+1, regulariser 2+2, training forward 1,
     weight backward through the training forward and through the x + η forward); the double
     backward through the x + η gradient's graph is one more pass that no hook sees (stated as
-    ``Passes.double_backward = 1``).
+    ``Passes.double_backward = 1``). With ``backprop_clean`` (``gradalign_bs``) the weight backward
+    also goes through the x forward (6 B) and through the clean gradient's graph (double_backward 2).
     Instrument: +2 forwards (+1 with ``random_start=False``).
     """
+    return _gradalign(model, x, y, cfg, ctx)
+
+
+@register("gradalign_bs", GradAlignBSConfig, passes=_gradalign_passes)
+def gradalign_bs(model: nn.Module, x: Tensor, y: Tensor, cfg: GradAlignBSConfig, ctx: StepContext) -> StepOutput:
+    """Fast AT + GradAlign as the BS repository: λ = 0.3, unclamped FGSM-RS start, both gradients kept.
+
+    The objective of ``gradalign`` with `GradAlignBSConfig`'s values: FGSM (α = 10/255) from
+    x + U(−ε, ε) not clamped, in attack mode (default eval, as ``pgd_fast_gradalign.py``); CE on the
+    FGSM point plus 0.3·(1 − cos(∇ₓCE(x), ∇ₓCE(x + η))) with ``create_graph`` on both gradients,
+    train mode. Passes: 4 F + 6 B as hooks count them, double_backward 2. Instrument: +2 forwards.
+    """
+    return _gradalign(model, x, y, cfg, ctx)
+
+
+def _gradalign(model: nn.Module, x: Tensor, y: Tensor, cfg: GradAlignConfig, ctx: StepContext) -> StepOutput:
     lam = cfg.effective_lam
 
     def attack(scale: float) -> _Inner:
         res = attacks.fgsm(model, x, y, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                           random_start=cfg.random_start, generator=ctx.generator)
+                           random_start=cfg.random_start, generator=ctx.generator, clamp_start=cfg.clamp_start)
         return _Inner(res.x_adv, res.loss_start, start_at_clean=not cfg.random_start)
 
     def outer(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         ce, stats = _at_outer(model, x, y, x_adv)
         eps = cfg.eps * float(ctx.warmup)
-        reg = attacks.gradalign_regularizer(model, x, y, eps=eps, generator=ctx.generator) if eps > 0 \
+        reg = attacks.gradalign_regularizer(model, x, y, eps=eps, backprop_clean=cfg.backprop_clean,
+                                            generator=ctx.generator) if eps > 0 \
             else ce.new_zeros(())
         stats.update(loss_ce=scalar(ce), reg=scalar(reg))
         return ce + lam * reg, stats

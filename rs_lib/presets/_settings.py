@@ -92,4 +92,6 @@ class TrainKnobs(Settings):
     val_metrics: tuple[str, ...] = _train_default("val_metrics")
     select_on: str = _train_default("select_on")
     eval_params: Mapping[str, Any] = _train_default("eval_params")
+    full_train_set: bool = _train_default("full_train_set")
+    normalization: str = _train_default("normalization")
     seed: int = knob()

@@ -136,17 +136,25 @@ _PAPER_BETAS = {"trades": 6.0, "fast_trades": 6.0, "fast_trades_2step": 6.0, "ba
 
 _METHOD = {
     "smoke": dict(linf_eps=0.3, step_ratios=_CPU_STEPS, trades_betas=_CPU_BETAS, bs_gamma=1.0, gradalign_lam=2.0,
+                  gradalign_form="gradalign_repository", clamp_start=True,
                   multistep_warmup_epochs=0.5, multistep_n_train=64,
                   hessian_methods=["fast_trades"], hessian_epochs=[0, 1]),
     # gradalign_lam: no Fashion-MNIST value exists (reference notes §7.2); 2.0 is GradAlign's value at
     # its largest CIFAR-10 radius (16/255, lambda(eps) = 0.02 10^(eps/8)), where CO is as certain as here.
+    # gradalign_form, clamp_start: GradAlign's own code and Wong et al.'s clamped start (the BS repository's
+    # unclamped start puts the first gradient far outside the box on Fashion-MNIST, half of whose pixels are 0).
     "cpu": dict(linf_eps=0.3, step_ratios=_CPU_STEPS, trades_betas=_CPU_BETAS, bs_gamma=1.0, gradalign_lam=2.0,
+                gradalign_form="gradalign_repository", clamp_start=True,
                 multistep_warmup_epochs=2.0, multistep_n_train=7500,
                 hessian_methods=["fast_trades", "backward_smoothing"], hessian_epochs=[0, 1, 2, 3, 4, 5]),
-    # BS §5 (eps, step sizes, gamma), Table 12 (beta); GradAlign lambda = 0.2 at 8/255 (Andriushchenko &
-    # Flammarion); Fig. 3 follows Fast TRADES "until [it] obtains its best robustness (the 51st epoch)".
+    # BS §5 (eps, step sizes, gamma), Table 12 (beta); GradAlign lambda = 0.3, the BS repository's (GradAlign's
+    # own code: 0.2 at 8/255, `-p gradalign_form gradalign_repository -p gradalign_lam 0.2`); Fig. 3 follows Fast TRADES "until [it] obtains its best robustness (the 51st epoch)".
+    # The code behind the paper's numbers (the BS repository): its GradAlign (pgd_fast_gradalign.py: lambda 0.3,
+    # create_graph on both input gradients) and its random start, not clamped before the first gradient
+    # (pgd_fast.py, pgd_fast_gradalign.py).
     "paper": dict(linf_eps=PAPER_EPS, step_ratios=_PAPER_STEPS, trades_betas=_PAPER_BETAS, bs_gamma=1.0,
-                  gradalign_lam=0.2, multistep_warmup_epochs=0.0, multistep_n_train=None,
+                  gradalign_lam=0.3, gradalign_form="bs_repository", clamp_start=False,
+                  multistep_warmup_epochs=0.0, multistep_n_train=None,
                   hessian_methods=["fast_trades"],
                   hessian_epochs=[0, 10, 20, 30, 40, 50]),
 }
@@ -204,7 +212,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "bs_comparison": {
         "smoke": {**_base("smoke"), "compare_methods": ["standard", "fast_at", "fast_trades", "backward_smoothing"],
                   "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0, 1],
-                  "test_protocols": {"pgd20_bs": 32, "pgd20_rs": 32}, "aa_protocol": "autoattack_fast",
+                  "test_protocols": {"pgd20_bs": 32, "pgd20_rs": 32}, "aa_protocol": "autoattack_fast", "aa_eps": None,
                   "aa_methods": ["backward_smoothing"], "aa_n_test": 8, "rays_protocol": "rays_fast",
                   "extra_eps": [0.1],
                   "extra_eps_methods": ["backward_smoothing"],
@@ -213,7 +221,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": {**_base("cpu"), "compare_methods": ["standard", *_ALL_METHODS],
                 "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0, 1, 2],
                 "test_protocols": {"pgd20_bs": 1000, "pgd20_rs": 500, "pgd100_bs": 500},
-                "aa_protocol": "autoattack_fast", "aa_methods": ["pgd_at", "fast_at", "trades", "fast_trades",
+                "aa_protocol": "autoattack_fast", "aa_eps": None,
+                "aa_methods": ["pgd_at", "fast_at", "trades", "fast_trades",
                                                                  "backward_smoothing"],
                 "aa_n_test": 200, "rays_protocol": "rays", "extra_eps": [], "extra_eps_methods": [],
                 # Table 6: the cpu comparison above already trains with a one-cycle lr; mixed precision
@@ -225,7 +234,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": {**_base("paper"), "compare_methods": ["standard", *_ALL_METHODS],
                   "pair_methods": ["fast_trades", "backward_smoothing"], "seeds": [0],
                   "test_protocols": {"pgd100_bs": 10000, "pgd20_bs": 10000, "pgd20_rs": 10000},
-                  "aa_protocol": "autoattack_standard",
+                  # AutoAttack at 8/255, as the authors' evaluation script (jinghuichen/AutoAttackEval), not 0.031
+                  "aa_protocol": "autoattack_standard", "aa_eps": 8 / 255,
                   "aa_methods": ["pgd_at", "fast_at", "trades", "fast_trades", "fast_trades_2step",
                                  "backward_smoothing"],
                   "aa_n_test": 10000, "rays_protocol": "rays",
@@ -251,9 +261,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Fig. 6 and arXiv Fig. 1: Fast AT at several step sizes and the `stability_methods` over `seeds`.
     "bs_stability": {
         "smoke": {**_base("smoke"), "stability_eps": 0.25, "seeds": [0, 1], "fast_at_step_ratios": [1.25],
-                  "stability_methods": ["backward_smoothing"], "n_test": 32, "test_protocol": "pgd20_rs"},
+                  "stability_methods": ["fast_trades", "backward_smoothing"], "n_test": 32, "test_protocol": "pgd20_rs"},
         "cpu": {**_base("cpu"), "stability_eps": 0.25, "seeds": [0, 1, 2, 3, 4], "fast_at_step_ratios": [1.0, 1.25],
-                "stability_methods": ["backward_smoothing"], "n_test": 500, "test_protocol": "pgd20_rs"},
+                "stability_methods": ["fast_trades", "backward_smoothing"], "n_test": 500, "test_protocol": "pgd20_rs"},
         # arXiv §3: Fast AT run 10 times per step size (6, 8, 10 /255); Fast TRADES at 6/255 (arXiv Fig. 2).
         "paper": {**_base("paper"), "stability_eps": PAPER_EPS, "seeds": list(range(10)),
                   "fast_at_step_ratios": [_paper_ratio(6), _paper_ratio(8), _paper_ratio(10)],
@@ -264,7 +274,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # (single-step variants), all at linf_eps, seed 0.
     "bs_ablations": {
         "smoke": {**_base("smoke"), "step_ratio_grid": [1.0, 1.5], "gamma_grid": [1.0, 5.0], "num_points_grid": [1, 2],
-                  "variant_methods": ["fast_at", "backward_smoothing", "bs_alone", "odi_pgd"], "n_test": 32,
+                  "variant_methods": ["fast_at", "fast_trades", "backward_smoothing", "bs_alone", "odi_pgd"], "n_test": 32,
                   "test_protocol": "pgd20_rs"},
         "cpu": {**_base("cpu"), "step_ratio_grid": [0.5, 1.0, 1.5], "gamma_grid": [0.1, 1.0, 5.0],
                 "num_points_grid": [1, 4], "variant_methods": list(_VARIANTS), "n_test": 1000,
@@ -280,9 +290,24 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 # ------------------------------------------------------------------------------ runs
 
 
+#: The two codes of GradAlign (``gradalign_form``): the registered method each trains.
+GRADALIGN_FORMS = {"gradalign_repository": "gradalign", "bs_repository": "gradalign_bs"}
+#: Methods with a uniform random start that ``clamp_start`` applies to.
+_RANDOM_START = ("pgd_at", "fast_at", "fast_at_2step", "gradalign")
+
+
+def objective_name(settings: Any, method: str) -> str:
+    """The registered objective that trains ``method`` (a key of :data:`LABELS`) under ``settings``:
+    the method itself, except GradAlign, whose ``gradalign_form`` picks GradAlign's own code
+    (``gradalign``) or the Backward Smoothing repository's (``gradalign_bs``)."""
+    return GRADALIGN_FORMS[settings.gradalign_form] if method == "gradalign" else method
+
+
 def method_params(settings: Any, method: str, *, eps: float | None = None) -> dict[str, Any]:
     """The hyperparameters of ``method`` that the chapter knobs of ``settings`` set, at radius ``eps``
-    (default ``settings.linf_eps``): eps, step size(s) = ratio x eps, beta, gamma, GradAlign's lambda."""
+    (default ``settings.linf_eps``): eps, step size(s) = ratio x eps, beta, gamma, GradAlign's lambda,
+    and ``clamp_start=False`` for the random-start methods when the knob says so (left out when True,
+    the default, so that stored runs keep their hash)."""
     eps = settings.linf_eps if eps is None else check.positive("eps", eps)
     if method == "standard":
         return {}
@@ -297,6 +322,8 @@ def method_params(settings: Any, method: str, *, eps: float | None = None) -> di
         params["gamma"] = settings.bs_gamma
     if method == "gradalign":
         params["lam"] = settings.gradalign_lam
+    if method in _RANDOM_START and not settings.clamp_start:
+        params["clamp_start"] = False
     return params
 
 
@@ -316,7 +343,7 @@ def train_config(settings: Any, method: str, *, eps: float | None = None, seed: 
     base = method_params(settings, method, eps=eps)
     merged = {**base, **params}
     val_eps = merged.get("eps", settings.linf_eps if eps is None else eps)
-    changes: dict[str, Any] = {"method": method, "method_params": merged,
+    changes: dict[str, Any] = {"method": objective_name(settings, method), "method_params": merged,
                                "eval_params": validation_params(settings, val_eps)}
     if seed is not None:
         changes["seed"] = check.integer("seed", seed, low=0)
@@ -326,8 +353,9 @@ def train_config(settings: Any, method: str, *, eps: float | None = None, seed: 
             changes["n_train"] = settings.multistep_n_train
     if training:
         changes.update(_training("training", training))
-    resolved = methods.method_config(method, merged)  # defaults filled in, as the store hash sees them
-    is_base = (resolved == methods.method_config(method, method_params(settings, method))
+    objective = objective_name(settings, method)
+    resolved = methods.method_config(objective, merged)  # defaults filled in, as the store hash sees them
+    is_base = (resolved == methods.method_config(objective, method_params(settings, method))
                and changes.get("seed", settings.seed) == settings.seed and not training)
     if method in settings.hessian_methods and is_base:
         changes["keep_epochs"] = tuple(e for e in settings.hessian_epochs if e < settings.epochs)
@@ -386,12 +414,16 @@ def tradeoff_runs(settings: Any) -> dict[str, dict[Any, TrainConfig]]:
 def ablation_runs(settings: Any) -> dict[str, dict[Any, TrainConfig]]:
     """``bs_ablations``' runs of Backward Smoothing by table: ``'step'`` (ratio -> run at step
     ratio x ``linf_eps``, Table 7), ``'gamma'`` (Table 11), ``'points'`` (number of random points,
-    Table 10) and ``'variants'`` (method -> run, Tables 8-9 and 15)."""
+    Table 10), ``'variants'`` (method -> run, Tables 8-9 and 15) and ``'literal'`` (PGD-based Backward
+    Smoothing with the appendix's printed target γψ_y, ``target='literal'``, beside the default shifted
+    one when ``backward_smoothing_pgd`` is a variant: Table 15's verdict can depend on the choice)."""
     bs, eps = "backward_smoothing", settings.linf_eps
+    pgd = "backward_smoothing_pgd"
     return {"step": {r: train_config(settings, bs, step_size=r * eps) for r in settings.step_ratio_grid},
             "gamma": {g: train_config(settings, bs, gamma=g) for g in settings.gamma_grid},
             "points": {k: train_config(settings, bs, num_points=k) for k in settings.num_points_grid},
-            "variants": {m: train_config(settings, m) for m in settings.variant_methods}}
+            "variants": {m: train_config(settings, m) for m in settings.variant_methods},
+            "literal": {pgd: train_config(settings, pgd, target="literal")} if pgd in settings.variant_methods else {}}
 
 
 def stability_configurations(settings: Any) -> dict[str, tuple[str, dict[str, float]]]:
@@ -442,8 +474,10 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
     the first ``n_test`` test images under the named ``protocol`` of :data:`rs_lib.evaluate.PROTOCOLS`,
     at the run's training radius (or ``eps``). Computed once, then read from the run directory.
 
-    Returns ``{"clean": ..., "robust": ..., "label": protocol label, "n": n_test}`` (fractions), plus
-    ``"adbd"`` (RayS's mean l-inf boundary distance of the correct examples) for ``protocol="rays"``.
+    Returns ``{"clean": ..., "robust": ..., "label": protocol label, "n": n_test, "checks": [...]}``
+    (fractions; ``checks``: AutoAttack's sanity-check warnings, `evaluate.RobustAccuracy.checks`), plus
+    ``"adbd"`` (RayS's mean l-inf boundary distance of the correct examples) for ``protocol="rays"`` and
+    ``"stages"`` (robust accuracy after each AutoAttack attack) for the AutoAttack protocols.
     """
     from .. import data, evaluate
 
@@ -454,7 +488,9 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
         model = run.load_model(which, device=device)
         test = data.load(run.config.dataset, "test", n=n_test)
         result = evaluate.robust_accuracy(model, test, eps=eps, protocol=protocol)
-        out = {"clean": result.clean_accuracy, "robust": result.accuracy, "label": result.label, "n": n_test}
+        out = {"clean": result.clean_accuracy, "robust": result.accuracy, "label": result.label, "n": n_test,
+               "checks": list(result.checks)}
+        out.update({} if result.stages is None else {"stages": result.stages})
         return out if result.adbd is None else {**out, "adbd": result.adbd}
 
     return run.cached("robustness", params, compute)
@@ -468,7 +504,10 @@ def robustness_params(config: TrainConfig, *, protocol: str, n_test: int, which:
     check.positive_int("n_test", n_test)
     check.choice("which", which, ("best", "last"))
     eps = config.eval_params["eps"] if eps is None else check.positive("eps", eps)
-    return {"protocol": protocol, "n_test": n_test, "which": which, "eps": eps}
+    params = {"protocol": protocol, "n_test": n_test, "which": which, "eps": eps}
+    if protocol.startswith("autoattack"):
+        params["checks"] = 1  # results cached before the sanity checks were recorded are recomputed
+    return params
 
 
 def curvature_params(config: TrainConfig, settings: Any) -> dict[str, Any]:
@@ -476,7 +515,8 @@ def curvature_params(config: TrainConfig, settings: Any) -> dict[str, Any]:
     return {"epochs": list(config.keep_epochs), "n": settings.hessian_n, "iters": settings.hessian_iters,
             "eps": settings.linf_eps, "step_size": method_params(settings, "backward_smoothing")["step_size"],
             "gamma": settings.bs_gamma, "objectives": list(settings.hessian_objectives),
-            "weight_space": settings.weight_hessian, "weight_iters": 5 * settings.hessian_iters}
+            "weight_space": settings.weight_hessian, "weight_iters": 5 * settings.hessian_iters,
+            "weight_points": ["clean", "random", "backward-smoothed"]}  # hessian.POINTS (weight Hessian at all three)
 
 
 def curvature(run: Any, settings: Any, *, device: str = "auto") -> list[dict[str, Any]]:
@@ -592,6 +632,8 @@ class BackwardSmoothingSettings(TrainKnobs):
     trades_betas: Mapping[str, float] = knob(_method_map(check.non_negative))
     bs_gamma: float = knob(check.non_negative)
     gradalign_lam: float = knob(check.non_negative)
+    gradalign_form: str = knob(lambda name, value: check.choice(name, value, sorted(GRADALIGN_FORMS)))
+    clamp_start: bool = knob(_flag)
     multistep_warmup_epochs: float = knob(check.non_negative)
     multistep_n_train: int | None = knob(_optional(check.positive_int))
     hessian_methods: list[str] = knob(_maybe_methods)
@@ -632,6 +674,7 @@ class Comparison(BackwardSmoothingSettings):
     seeds: list[int] = knob(seed_list)
     test_protocols: Mapping[str, int] = knob(_protocol_sizes)
     aa_protocol: str = knob(_protocol)
+    aa_eps: float | None = knob(_optional(check.positive))
     aa_methods: list[str] = knob(_maybe_methods)
     aa_n_test: int = knob(check.positive_int)
     rays_protocol: str | None = knob(_optional(_protocol))

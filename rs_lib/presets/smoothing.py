@@ -10,7 +10,8 @@
 Every notebook trains through :func:`model_config` into the run store :data:`STORE`, so a model
 that two notebooks need (the Gaussian models, SmoothMix at the ablation's sigma) has one
 ``TrainConfig``, one hash and is trained once.  A model is a *spec*,
-``{"method": name, "paper_row": row of the paper table, "sigmas": {sigma: hyperparameters}}``;
+``{"method": name, "paper_row": row of the paper table, "sigmas": {sigma: hyperparameters}}``, plus
+optionally ``"training"``: loop settings of that model's own recipe (MACER's CIFAR-10 rows);
 the ``models`` knob holds the specs of a profile, keyed by the label the book prints.
 
 Profiles:
@@ -25,6 +26,10 @@ Profiles:
   crop + flip) and MNIST LeNet for the ablations (SmoothMix App. B.3 and EXPERIMENTS.MD: 90 epochs,
   lr 0.01 x0.1 every 30 epochs); CERTIFY with n = 100,000, n0 = 100, alpha = 0.001 on the full
   test set.  Method hyperparameters per sigma: SmoothMix §4, App. B.4, App. D and EXPERIMENTS.MD.
+  As the references train: on the *whole* training set (``full_train_set``: no held-out
+  validation images; the certified model is the last epoch), with the references' normalisation
+  (Cohen et al.'s CIFAR-10 constants; none for SmoothMix's MNIST LeNet), SmoothAdv's own l2 step
+  order (``step_order='clamp_renorm'``) and, for the MACER rows, MACER's own recipe.
 
 Batches: SmoothAdv, SmoothMix and Consistency references split a loader batch of B into m chunks
 of B/m and step once per chunk; our loop steps once per batch, so :func:`model_config` uses
@@ -62,15 +67,19 @@ _TRAIN = {
     # SmoothMix App. B.3 / EXPERIMENTS.MD and SmoothAdv App. D: CIFAR-10 ResNet-110, 150 epochs,
     # batch 256, lr 0.1 divided by 10 at epochs 50 and 100, SGD momentum 0.9 (the code has no
     # Nesterov, the SmoothMix text says Nesterov), weight decay 1e-4, random crop + flip.
+    # The references train on all 50,000 images and certify the last epoch (full_train_set), behind
+    # Cohen et al.'s NormalizeLayer with their constants (datasets.py: std 0.2023, 0.1994, 0.2010).
     "paper": dict(dataset="cifar10", model="resnet110", epochs=150, batch_size=256, n_train=None, n_val=1000,
                   augment=True, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
-                  weight_decay=1e-4, schedule="piecewise", milestones=(1 / 3, 2 / 3), lr_decay=0.1, seed=0),
+                  weight_decay=1e-4, schedule="piecewise", milestones=(1 / 3, 2 / 3), lr_decay=0.1, seed=0,
+                  full_train_set=True, normalization="cohen_cifar10"),
     # SmoothMix App. B.3 / EXPERIMENTS.MD, MNIST: LeNet, 90 epochs, lr 0.01 / 10 at epochs 30 and
     # 60, batch 256 (train_utils default), no augmentation.
+    # All 60,000 images, last epoch; SmoothMix's MNIST LeNet has no normalisation layer (Identity).
     "paper_mnist": dict(dataset="mnist", model="lenet", epochs=90, batch_size=256, n_train=None, n_val=1000,
                         augment=False, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
                         weight_decay=1e-4, schedule="piecewise", milestones=(1 / 3, 2 / 3), lr_decay=0.1,
-                        seed=0),
+                        seed=0, full_train_set=True, normalization="none"),
 }
 
 # ------------------------------------------------------------------------------ certification
@@ -93,8 +102,18 @@ _RADII = {
 }
 
 
-def _spec(method: str, paper_row: str | None, sigmas: Mapping[float, Mapping[str, Any]]) -> dict:
-    return {"method": method, "paper_row": paper_row, "sigmas": {float(s): dict(p) for s, p in sigmas.items()}}
+def _spec(method: str, paper_row: str | None, sigmas: Mapping[float, Mapping[str, Any]],
+          training: Mapping[str, Any] | None = None) -> dict:
+    spec = {"method": method, "paper_row": paper_row, "sigmas": {float(s): dict(p) for s, p in sigmas.items()}}
+    return spec if training is None else {**spec, "training": dict(training)}
+
+
+#: Loop settings a model spec's own recipe may change (``spec["training"]``).
+_TRAINING_KEYS = ("epochs", "lr", "milestones", "lr_decay", "batch_size", "weight_decay", "momentum")
+
+#: MACER's own CIFAR-10 recipe (Zhai et al. 2020, §4 and their repository), behind SmoothMix's
+#: MACER* rows (the released models): 440 epochs, lr 0.01 divided by 10 at epochs 200 and 400.
+MACER_CIFAR10_TRAINING = {"epochs": 440, "lr": 0.01, "milestones": (200 / 440, 400 / 440)}
 
 
 def _each(sigmas, **params):
@@ -152,11 +171,13 @@ _PAPER_MODELS = {
     "Stability training": _spec("stability", "Stability training",
                                 {0.25: dict(lbd=2.0), 0.5: dict(lbd=2.0), 1.0: dict(lbd=1.0)}),
     "SmoothAdv": _spec("smoothadv_pgd", "SmoothAdv",
-                       _each([0.25, 0.5, 1.0], eps=1.0, steps=10, num_noise=8, warmup_epochs=10.0)),
+                       _each([0.25, 0.5, 1.0], eps=1.0, steps=10, num_noise=8, warmup_epochs=10.0,
+                             step_order="clamp_renorm")),
     "MACER": _spec("macer", "MACER", {
         0.25: dict(num_noise=16, beta=16.0, gamma=8.0, lbd=12.0, deferred_epochs=0),
         0.5: dict(num_noise=16, beta=16.0, gamma=8.0, lbd=4.0, deferred_epochs=0),
-        1.0: dict(num_noise=16, beta=16.0, gamma=8.0, lbd=12.0, deferred_epochs=50)}),
+        1.0: dict(num_noise=16, beta=16.0, gamma=8.0, lbd=12.0, deferred_epochs=200)},  # the first decay
+        training=MACER_CIFAR10_TRAINING),
     "Consistency": _spec("consistency", "Consistency", {
         0.25: dict(num_noise=2, lbd=20.0, eta=0.5), 0.5: dict(num_noise=2, lbd=10.0, eta=0.5),
         1.0: dict(num_noise=2, lbd=10.0, eta=0.5)}),
@@ -177,7 +198,8 @@ MNIST_PAPER_MODELS = {
     "Gaussian": _spec("gaussian", "Gaussian", _each([0.25, 0.5, 1.0])),
     "Stability training": _spec("stability", "Stability training", _each([0.25, 0.5, 1.0], lbd=2.0)),
     "SmoothAdv": _spec("smoothadv_pgd", "SmoothAdv",
-                       _each([0.25, 0.5, 1.0], eps=255 / 256, steps=10, num_noise=4, warmup_epochs=10.0)),
+                       _each([0.25, 0.5, 1.0], eps=255 / 256, steps=10, num_noise=4, warmup_epochs=10.0,
+                             step_order="clamp_renorm")),
     "MACER": _spec("macer", "MACER", {
         s: dict(num_noise=16, beta=16.0, gamma=8.0, lbd=16.0 if s < 1 else 6.0, deferred_epochs=30)
         for s in (0.25, 0.5, 1.0)}),
@@ -248,7 +270,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "study_sigma": 0.25,
                   "vanilla_grid": [[s, e] for s in (0.12, 0.25, 0.5, 1.0) for e in (0.25, 0.5, 1.0, 2.0)],
                   "vanilla_steps": 2, "vanilla_warmup_epochs": 10.0,
-                  "smoothadv_grid_params": dict(steps=2, num_noise=1, warmup_epochs=10.0)},
+                  "smoothadv_grid_params": dict(steps=2, num_noise=1, warmup_epochs=10.0, step_order="clamp_renorm")},
     },
     # SmoothMix App. H (Tables 6-9) at one sigma, plus Fig. 2 (confidence along the interpolation to
     # the unrestricted adversarial point) and Fig. 5 (equal-confidence mixing ratios).
@@ -339,9 +361,16 @@ def _models(name: str, value: Any) -> Any:
         raise ValueError(f"{name} must be a non-empty mapping label -> model spec, got {value!r}")
     for label, spec in value.items():
         where = f"{name}[{label!r}]"
-        if not isinstance(spec, Mapping) or set(spec) != {"method", "paper_row", "sigmas"}:
-            raise ValueError(f"{where} must be a mapping with keys 'method', 'paper_row', 'sigmas', got {spec!r}")
+        if not isinstance(spec, Mapping) or not {"method", "paper_row", "sigmas"} <= set(spec) <= {
+                "method", "paper_row", "sigmas", "training"}:
+            raise ValueError(f"{where} must be a mapping with keys 'method', 'paper_row', 'sigmas' (and "
+                             f"optionally 'training'), got {spec!r}")
         check.choice(f"{where}['method']", spec["method"], sorted(methods.METHODS))
+        training = spec.get("training", {})
+        if not isinstance(training, Mapping):
+            raise ValueError(f"{where}['training'] must map loop settings to values, got {training!r}")
+        for key in training:
+            check.choice(f"{where}['training'] key", key, sorted(_TRAINING_KEYS))
         sigmas = spec["sigmas"]
         if not isinstance(sigmas, Mapping) or not sigmas:
             raise ValueError(f"{where}['sigmas'] must map sigma -> hyperparameters, got {sigmas!r}")
@@ -466,7 +495,8 @@ def model_config(settings: Any, spec: Mapping[str, Any], sigma: float, **changes
     batch = settings.batch_size
     if spec["method"] in CHUNKED:
         batch = max(1, batch // cfg.num_noise)
-    return settings.train_config(method=spec["method"], method_params=params, batch_size=batch)
+    return settings.train_config(method=spec["method"], method_params=params, batch_size=batch,
+                                 **dict(spec.get("training") or {}))
 
 
 # ------------------------------------------------------------------------------ run lists
