@@ -26,7 +26,9 @@ MATHJAX_VERSION := 3.2.2
 MATHJAX_DIR := book/_static/mathjax
 MATHJAX := $(MATHJAX_DIR)/tex-svg.js
 
-.PHONY: help setup venv data mathjax test book clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: help setup venv data mathjax chromium test book clean
 
 help:
 	@echo "Robust deep learning reproducibility book. Targets:"
@@ -36,10 +38,11 @@ help:
 	@echo "  make test     set up, then run the whole test suite (notebooks in the smoke profile)"
 	@echo "  make setup    .venv with the pinned packages, Fashion-MNIST, local MathJax (idempotent)"
 	@echo "  make data     make Fashion-MNIST available offline"
+	@echo "  make chromium Debian's chromium, for the browser check of the built site (tests/test_site.py)"
 	@echo "  make mathjax  fetch MathJax $(MATHJAX_VERSION) (npm) into $(MATHJAX_DIR)/ so formulas render offline"
 	@echo "  make clean    remove _build/ and book/executed/ (keeps results/ and .venv)"
 
-setup: venv data mathjax
+setup: venv data mathjax chromium
 
 venv:
 	@if [ ! -x $(PY) ]; then \
@@ -75,6 +78,24 @@ data: venv
 	echo "  - as root on Debian/Ubuntu: apt-get update && apt-get install dataset-fashion-mnist" >&2; \
 	echo "    (puts the gzipped IDX files in $(FMNIST_DIR)/)" >&2; \
 	echo "  - on a machine with network access: $(PY) -m rs_lib data --download fashion-mnist" >&2; \
+	exit 1
+
+# Chromium: Debian's package where we are root with apt (Playwright drives it with its
+# executable_path; Playwright's own browser download does not work offline).
+chromium:
+	@if [ -x $(CHROMIUM) ]; then \
+	  echo "Chromium: found at $(CHROMIUM)"; exit 0; \
+	fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Chromium: apt-get install chromium"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 \
+	    || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	    || true; \
+	  if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	fi; \
+	echo "error: Chromium is not available at $(CHROMIUM); the browser check of the site needs it." >&2; \
+	echo "  as root on Debian/Ubuntu: apt-get update && apt-get install chromium" >&2; \
 	exit 1
 
 mathjax: $(MATHJAX)

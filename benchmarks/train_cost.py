@@ -1,5 +1,8 @@
 """Training cost of every Backward Smoothing chapter method relative to ``standard``, in one run.
 
+The measurement is :func:`rs_lib.cost.measure`, the same code that gives Table 2's time column of
+the book (notebooks/bs_comparison.ipynb); this script prints it for any model, dataset and device.
+
 Every method trains a copy of the same initial model on the same batches (default: wong_mnist, the
 model of the chapter's cpu profile, on the first Fashion-MNIST images, batch 128, the methods' paper
 hyperparameters, instrumentation off):
@@ -35,105 +38,18 @@ load on the machine), else wall clock with CUDA synchronisation.
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
-import statistics
-import time
-from collections.abc import Callable
-
-import torch
-from torch import nn
 
 from rs_lib import _validate as check
-from rs_lib import data as data_mod
-from rs_lib import methods, models
-from rs_lib.methods import StepContext, adversarial
-
-PAPER_TRADES_OVER_BS = 482 / 164  # BS paper Table 2, minutes
+from rs_lib import cost, methods
+from rs_lib.cost import paper_config as method_cfg  # noqa: F401 - benchmarks/gpu_check.py imports these here
+from rs_lib.cost import train_iteration  # noqa: F401
+from rs_lib.methods import adversarial
 
 
 def chapter_methods() -> list[str]:
     """``standard`` and every objective registered by rs_lib.methods.adversarial."""
     own = sorted(n for n, m in methods.METHODS.items() if m.objective.__module__ == adversarial.__name__)
     return ["standard", *own]
-
-
-def method_cfg(name: str):
-    """The method's paper configuration with instrumentation off (when it has the flag)."""
-    fields = {f.name for f in dataclasses.fields(methods.get_method(name).config_cls)}
-    return methods.method_config(name, {"instrument": False} if "instrument" in fields else {})
-
-
-class Clock:
-    def __init__(self, device: torch.device, cpu_time: bool) -> None:
-        self.device, self.cpu_time = device, cpu_time
-
-    def now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.process_time() if self.cpu_time else time.perf_counter()
-
-
-def train_iteration(model: nn.Module, opt: torch.optim.Optimizer, name: str, cfg, x: torch.Tensor,
-                    y: torch.Tensor, ctx: StepContext, scaler: torch.amp.GradScaler | None = None) -> None:
-    """One step as the training loop takes it; with ``scaler``, AMP (float16 autocast + loss scaling)."""
-    with torch.autocast(device_type=x.device.type, dtype=torch.float16, enabled=scaler is not None):
-        out = methods.METHODS[name].objective(model, x, y, cfg, ctx)
-    opt.zero_grad(set_to_none=True)
-    if scaler is None:
-        out.loss.backward()
-        opt.step()
-        return
-    scaler.scale(out.loss).backward()
-    scaler.step(opt)
-    scaler.update()
-
-
-def measured_passes(model: nn.Module, name: str, cfg, x: torch.Tensor, y: torch.Tensor,
-                    ctx: StepContext) -> tuple[float, float, float]:
-    """(forwards, input-gradient backwards, weight backwards) of one iteration in batch-equivalents,
-    counted with module hooks (backwards inside the objective / inside ``loss.backward()``)."""
-    model = copy.deepcopy(model)
-    count = {"f": 0.0, "b": 0.0}
-    n = len(x)
-    model.register_forward_hook(lambda m, inp, out: count.__setitem__("f", count["f"] + inp[0].shape[0] / n))
-    model.register_full_backward_pre_hook(lambda m, g: count.__setitem__("b", count["b"] + g[0].shape[0] / n))
-    out = methods.METHODS[name].objective(model, x, y, cfg, ctx)
-    inside = count["b"]
-    out.loss.backward()
-    return count["f"], inside, count["b"] - inside
-
-
-def backward_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, clock: Clock,
-                     repeats: int = 5) -> tuple[float, float, float]:
-    """(input-gradient backward, weight backward, double backward) time / forward time, train mode."""
-    model = copy.deepcopy(model).train()
-    loss_fn = nn.CrossEntropyLoss()
-
-    def input_backward() -> None:
-        z = x.clone().requires_grad_(True)
-        torch.autograd.grad(loss_fn(model(z), y), z)
-
-    def fastest(fn: Callable[[], None]) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = clock.now()
-            fn()
-            times.append(clock.now() - start)
-        return min(times)
-
-    def double_backward() -> None:
-        z = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(loss_fn(model(z), y), z, create_graph=True)
-        g.pow(2).sum().backward()
-
-    forward = fastest(lambda: loss_fn(model(x), y))
-    with_input = fastest(input_backward)
-    with_weights = fastest(lambda: loss_fn(model(x), y).backward())
-    with_double = fastest(double_backward)
-    w_in, w_w = max(with_input - forward, 0.0) / forward, max(with_weights - forward, 0.0) / forward
-    return w_in, w_w, max(with_double / forward - 1.0 - w_in - w_w, 0.0)
 
 
 def parse_args() -> argparse.Namespace:
@@ -153,75 +69,32 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    for name in ("batch_size", "iters"):
-        check.positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
-    check.integer("--warmup", args.warmup, low=0)
-    device = check.resolve_device("--device", args.device)
     names = args.methods or chapter_methods()
     for name in names:
         check.choice("--methods", name, sorted(methods.METHODS))
     if "standard" not in names:
         names = ["standard", *names]
-    if args.threads is not None:
-        torch.set_num_threads(check.positive_int("--threads", args.threads))
-    weights = None if args.backward_weight == "measured" else \
-        (check.non_negative("--backward-weight", float(args.backward_weight)),) * 3
-    clock = Clock(device, cpu_time=device.type == "cpu" and torch.get_num_threads() == 1)
-
-    info = data_mod.dataset_info(args.dataset)
-    total = args.batch_size * (args.warmup + args.iters)
-    train = data_mod.load(args.dataset, "train", n=total)
-    batches = list(data_mod.batches(train, args.batch_size, device=device))
-    torch.manual_seed(0)
-    initial = models.build_model(args.model, in_channels=info.shape[0], num_classes=info.num_classes,
-                                 mean=info.mean, std=info.std, image_size=tuple(info.shape[1:])).to(device)
-    x0, y0 = batches[0]
-    if weights is None:
-        weights = backward_weights(initial, x0, y0, clock)
-    w_in, w_w, w_dd = weights
-    generator = torch.Generator(device=device).manual_seed(0)
-    ctx = StepContext(epoch=0, iteration=0, progress=0.0, generator=generator, num_classes=info.num_classes)
-
-    rows = {}
-    for name in names:
-        cfg = method_cfg(name)
-        stated = methods.METHODS[name].passes(cfg)
-        forward, b_in, b_w = measured_passes(initial, name, cfg, x0, y0, ctx)
-        rows[name] = {"cfg": cfg, "F": stated.forward, "B": stated.backward, "B_in": b_in, "B_w": b_w,
-                      "D": stated.double_backward,
-                      "times": [], "hooks_agree": (forward, b_in + b_w) == (stated.forward, stated.backward)}
-        rows[name]["model"] = copy.deepcopy(initial).train()
-        rows[name]["opt"] = torch.optim.SGD(rows[name]["model"].parameters(), lr=0.01, momentum=0.9)
-    for i, (x, y) in enumerate(batches):
-        for name, r in rows.items():
-            start = clock.now()
-            train_iteration(r["model"], r["opt"], name, r["cfg"], x, y, ctx)
-            if i >= args.warmup:
-                r["times"].append(clock.now() - start)
-    for r in rows.values():
-        r["seconds"] = statistics.median(r["times"])
-
-    base = rows["standard"]
-    cost = lambda r: r["F"] + w_in * r["B_in"] + w_w * r["B_w"] + w_dd * r["D"]  # noqa: E731
+    weight = None if args.backward_weight == "measured" else float(args.backward_weight)
+    table = cost.measure({n: (n, cost.paper_config(n)) for n in names}, model=args.model, dataset=args.dataset,
+                         batch_size=args.batch_size, iters=args.iters, warmup=args.warmup, device=args.device,
+                         threads=args.threads, backward_weight=weight)
+    w = table.attrs["weights"]
     print(f"model {args.model}, {args.dataset}, batch {args.batch_size}, {args.iters} timed iterations after "
-          f"{args.warmup} (interleaved, median), device {device}, threads {torch.get_num_threads()}, "
-          f"{'process CPU time' if clock.cpu_time else 'wall time'}; pass cost: forward 1, input backward {w_in:.2f}, "
-          f"weight backward {w_w:.2f}, double backward {w_dd:.2f}"
-          f"{' (measured)' if args.backward_weight == 'measured' else ''}")
+          f"{args.warmup} (interleaved, median), device {args.device}, threads {table.attrs['threads']}, "
+          f"{table.attrs['clock']}; pass cost: forward 1, input backward {w['input backward']:.2f}, "
+          f"weight backward {w['weight backward']:.2f}, double backward {w['double backward']:.2f}"
+          f"{' (measured)' if weight is None else ''}")
     print(f"{'method':24s} {'F':>4s} {'B':>4s} {'(in+w)':>7s} {'D':>3s} {'s/iter':>8s} {'ratio':>7s} {'ideal':>7s} "
           f"{'ratio/ideal':>11s}  hooks")
-    for name, r in rows.items():
-        ratio = r["seconds"] / base["seconds"]
-        ideal = cost(r) / cost(base)
-        r.update(ratio=ratio, ideal=ideal)
-        split = f"{r['B_in']:g}+{r['B_w']:g}"
-        print(f"{name:24s} {r['F']:4g} {r['B']:4g} {split:>7s} {r['D']:3g} {r['seconds']:8.4f} {ratio:7.2f} {ideal:7.2f} "
-              f"{ratio / ideal:11.2f}  {'ok' if r['hooks_agree'] else 'DIFFER'}")
-    if {"trades", "backward_smoothing"} <= rows.keys():
-        measured = rows["trades"]["seconds"] / rows["backward_smoothing"]["seconds"]
-        ideal = rows["trades"]["ideal"] / rows["backward_smoothing"]["ideal"]
-        print(f"TRADES-10 / BS: measured {measured:.2f}, pass-count ideal {ideal:.2f}, "
-              f"paper Table 2 {PAPER_TRADES_OVER_BS:.2f}")
+    for _, r in table.iterrows():
+        split = f"{r['backward_input']:g}+{r['backward_weights']:g}"
+        print(f"{r['label']:24s} {r['forward']:4g} {r['backward']:4g} {split:>7s} {r['double_backward']:3g} "
+              f"{r['s_per_iter']:8.4f} {r['time / standard']:7.2f} {r['ideal / standard']:7.2f} "
+              f"{r['measured / ideal']:11.2f}  {'ok' if r['hooks_agree'] else 'DIFFER'}")
+    if {"trades", "backward_smoothing"} <= set(table["label"]):
+        print(f"TRADES-10 / BS: measured {cost.ratio(table, 'trades', 'backward_smoothing'):.2f}, pass-count ideal "
+              f"{cost.ratio(table, 'trades', 'backward_smoothing', 'ideal / standard'):.2f}, "
+              f"paper Table 2 {cost.PAPER_TRADES_OVER_BS:.2f}")
 
 
 if __name__ == "__main__":

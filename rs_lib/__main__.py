@@ -384,6 +384,8 @@ def _add_book(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--notebooks", nargs="+", default=None, help="only these notebooks (names without .ipynb)")
     p.add_argument("--no-build", action="store_true", help="execute the notebooks only")
+    p.add_argument("--no-browser-check", action="store_true",
+                   help="do not open the built site in headless Chromium to check it")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of each notebook's kernel (default: $OMP_NUM_THREADS, else all cores)")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
@@ -400,7 +402,8 @@ def _book(args: argparse.Namespace) -> int:
 
     check.choice("--profile", args.profile, PROFILES)
     build_book(profile=args.profile, device=args.device, notebooks=args.notebooks, build=not args.no_build,
-               threads=args.threads, parameters=_pairs(args.param, "--param"), read_only=args.read_only)
+               threads=args.threads, parameters=_pairs(args.param, "--param"), read_only=args.read_only,
+               browser_check=not args.no_browser_check)
     return 0
 
 

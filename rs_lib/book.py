@@ -14,17 +14,18 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
-import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from . import _validate as check
 from . import lock
 from .profiles import PROFILES
+from .site_check import check_site, format_problems, remote_resources
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -100,24 +101,8 @@ def notebook_parameters(path: str | Path) -> tuple[str, ...]:
 
 def toc_notebooks(toc: str | Path = TOC) -> tuple[str, ...]:
     """The executed notebooks that ``_toc.yml`` lists (``book/executed/<name>``), in order."""
-    import yaml
-
     prefix = "book/executed/"
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            entry = node.get("file")
-            if isinstance(entry, str) and entry.startswith(prefix):
-                found.append(entry[len(prefix):].removesuffix(".ipynb"))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(yaml.safe_load(Path(toc).read_text(encoding="utf8")))
-    return tuple(found)
+    return tuple(page[len(prefix):].removesuffix(".html") for page in toc_pages(toc) if page.startswith(prefix))
 
 
 def _check_device(device: str) -> str:
@@ -205,7 +190,20 @@ def execute_notebook(name: str | Path, *, profile: str, device: str = "auto", ou
             if err.ename == lock.MissingResultError.__name__:   # the reader's error, not a bug
                 raise lock.MissingResultError(f"{path.name}: {err.evalue}") from None
             raise
+    _hide_injected_parameters(output)
     return output
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    """Put papermill's injected-parameters cell behind a toggle, like the parameters cell it overrides."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
+    nbformat.write(nb, str(path))
 
 
 def _sweep_command(name: str, profile: str, parameters: Mapping[str, Any]) -> str:
@@ -217,84 +215,69 @@ def _sweep_command(name: str, profile: str, parameters: Mapping[str, Any]) -> st
     return f"python -m rs_lib sweep {name} --profile {profile}{extra}"
 
 
-_REMOTE = re.compile(r"^\s*(https?:)?//", re.IGNORECASE)
-_CSS_URL = re.compile(r"""(?:url\(|@import)\s*['"]?\s*((?:https?:)?//[^'")\s]+)""", re.IGNORECASE)
-_QUOTED_URL = re.compile(r"""['"]((?:https?:)?//[^'"\s]+)['"]""", re.IGNORECASE)
+def toc_pages(toc: str | Path = TOC) -> tuple[str, ...]:
+    """Every page of ``_toc.yml`` (root first) as the site's ``.html`` path, in reading order."""
+    import yaml
+
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                entry = node.get(key)
+                if isinstance(entry, str):
+                    found.append(str(Path(entry).with_suffix("")) + ".html")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load(Path(toc).read_text(encoding="utf8")))
+    return tuple(found)
 
 
-class _RemoteResources(HTMLParser):
-    """Collects what a page would fetch from another host when opened: script, style sheet, image,
-    frame and media sources, CSS url()/@import, and addresses quoted in inline scripts.  Links a
-    reader may click (``<a href>``) are not fetched and are allowed."""
-
-    _ATTRS = {"script": ("src",), "link": ("href",), "img": ("src", "srcset"), "iframe": ("src",),
-              "source": ("src", "srcset"), "video": ("src", "poster"), "audio": ("src",),
-              "embed": ("src",), "object": ("data",), "track": ("src",), "input": ("src",)}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.found: list[str] = []
-        self._in: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        for name, value in attrs:
-            if value and name in self._ATTRS.get(tag, ()) and _REMOTE.match(value):
-                self.found.append(f"<{tag} {name}={value!r}>")
-            if value and name == "style":
-                self.found += [f"style url {u!r}" for u in _CSS_URL.findall(value)]
-        self._in = tag if tag in ("script", "style") else None
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in = None
-
-    def handle_data(self, data: str) -> None:
-        if self._in == "style":
-            self.found += [f"<style> url {u!r}" for u in _CSS_URL.findall(data)]
-        elif self._in == "script":
-            self.found += [f"<script> {u!r}" for u in _QUOTED_URL.findall(data)]
+def _stage_sources(executed_dir: Path, stage: Path) -> Path:
+    """A copy of the book's sources in ``stage`` with ``executed_dir``'s notebooks as book/executed."""
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO_ROOT / name, stage / name)
+    shutil.copytree(REPO_ROOT / "book", stage / "book", ignore=shutil.ignore_patterns("executed", ".*"))
+    (stage / "book" / "executed").mkdir()
+    for name in NOTEBOOKS:
+        source = executed_dir / f"{name}.ipynb"
+        if not source.is_file():
+            raise FileNotFoundError(f"executed_dir: {source} is missing; execute every notebook first")
+        shutil.copy(source, stage / "book" / "executed" / source.name)
+    return stage
 
 
-def remote_resources(site_dir: str | Path) -> dict[str, list[str]]:
-    """For each page of a built site, the resources it would fetch from another host (empty = offline).
-
-    Checks every ``.html`` page outside ``_static`` and every ``.css`` file (``url()``, ``@import``);
-    hyperlinks the reader may follow are not resources and are not reported.
-    """
-    site = check.directory("site_dir", site_dir)
-    report: dict[str, list[str]] = {}
-    for page in sorted(site.rglob("*.html")):
-        if "_static" in page.relative_to(site).parts:
-            continue
-        parser = _RemoteResources()
-        parser.feed(page.read_text(encoding="utf8", errors="replace"))
-        if parser.found:
-            report[str(page.relative_to(site))] = parser.found
-    for sheet in sorted(site.rglob("*.css")):
-        urls = _CSS_URL.findall(sheet.read_text(encoding="utf8", errors="replace"))
-        if urls:
-            report[str(sheet.relative_to(site))] = [f"url {u!r}" for u in urls]
-    return report
-
-
-def build_site(*, toc: str | Path | None = None, path_output: str | Path | None = None) -> Path:
+def build_site(*, toc: str | Path | None = None, path_output: str | Path | None = None,
+               executed_dir: str | Path | None = None) -> Path:
     """``jupyter-book build --all -W -n --keep-going`` of the repository; returns the site's index.html.
 
     Warnings are errors, and so is a page that would load anything from the network (see
     :func:`remote_resources`).  ``toc`` replaces ``_toc.yml`` and ``path_output`` the output folder
-    (``<path_output>/_build/html``); both default to the repository's.
+    (``<path_output>/_build/html``); both default to the repository's.  ``executed_dir`` builds
+    the book from the executed notebooks in that folder instead of ``book/executed/`` (the sources
+    are staged in a temporary copy; the repository is not written to).
     """
     if not MATHJAX.is_file():
         raise FileNotFoundError(f"{MATHJAX} is missing, so formulas would not render offline; "
                                 f"run `make mathjax` (fetches MathJax 3.2.2 with npm)")
-    executable = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(executable) if executable.exists() else "jupyter-book",
-           "build", "--all", "-W", "-n", "--keep-going", str(REPO_ROOT)]
-    if toc is not None:
-        cmd += ["--toc", str(Path(toc).resolve())]
     out_root = REPO_ROOT if path_output is None else Path(path_output).resolve()
-    if path_output is not None:
-        cmd += ["--path-output", str(out_root)]
-    result = subprocess.run(cmd, cwd=REPO_ROOT, check=False)
+    with contextlib.ExitStack() as stack:
+        source = REPO_ROOT
+        if executed_dir is not None:
+            executed = check.directory("executed_dir", executed_dir)
+            source = _stage_sources(executed, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+        executable = Path(sys.executable).with_name("jupyter-book")
+        cmd = [str(executable) if executable.exists() else "jupyter-book",
+               "build", "--all", "-W", "-n", "--keep-going", str(source)]
+        if toc is not None:
+            cmd += ["--toc", str(Path(toc).resolve())]
+        if path_output is not None or executed_dir is not None:
+            cmd += ["--path-output", str(out_root)]
+        result = subprocess.run(cmd, cwd=source, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"jupyter-book build failed (exit {result.returncode}; warnings count as "
                            f"errors): see its messages above")
@@ -307,9 +290,26 @@ def build_site(*, toc: str | Path | None = None, path_output: str | Path | None 
     return html / "index.html"
 
 
+def check_book(html: str | Path, *, screenshots: str | Path | None = None) -> None:
+    """Open every page of the built book in headless Chromium (:func:`rs_lib.site_check.check_site`)
+    and raise ``RuntimeError`` listing every problem; screenshots of the intro, the first chapter
+    page and the first notebook page go to ``screenshots`` (default ``<html>/../screenshots``)."""
+    html = check.directory("html", html)
+    shots = Path(screenshots) if screenshots is not None else html.parent / "screenshots"
+    pages = toc_pages()
+    chapter = next(p for p in pages if p.startswith("book/") and "/executed/" not in p and p != pages[0])
+    wanted = {pages[0]: "intro.png", chapter: f"{Path(chapter).stem}.png",
+              f"book/executed/{NOTEBOOKS[0]}.html": f"{NOTEBOOKS[0]}.png"}
+    problems = check_site(html, chapters=pages, screenshots={p: shots / f for p, f in wanted.items()})
+    if problems:
+        raise RuntimeError(f"the built book in {html} fails its browser check:\n{format_problems(problems)}")
+    print(f"Browser check passed on every page; screenshots in {shots}", flush=True)
+
+
 def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequence[str] | None = None,
                build: bool = True, threads: int | None = None, progress: bool = True,
-               parameters: Mapping[str, Any] | None = None, read_only: bool = False) -> Path | None:
+               parameters: Mapping[str, Any] | None = None, read_only: bool = False,
+               browser_check: bool = True) -> Path | None:
     """Execute the book's notebooks in ``profile``, one after another, then build the site.
 
     ``parameters`` are injected into every selected notebook (each must declare them).
@@ -317,12 +317,14 @@ def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequenc
     ``notebooks`` limits execution to some chapters (the others must have been executed before for
     the build).  Finished runs are read from the run store, so a rebuild does not retrain.  Returns
     ``_build/html/index.html`` (None with ``build=False``).  ``read_only``: nothing is computed,
-    every result must be in the store already (after a ``sweep``).
+    every result must be in the store already (after a ``sweep``).  With ``browser_check`` the built
+    site is opened in headless Chromium (:func:`check_book`) and any problem raises.
     """
     check.choice("profile", profile, PROFILES)
     _check_device(device)
     n_threads = _check_threads(threads)
-    for flag, value in (("build", build), ("progress", progress), ("read_only", read_only)):
+    for flag, value in (("build", build), ("progress", progress), ("read_only", read_only),
+                        ("browser_check", browser_check)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
     if toc_notebooks() != NOTEBOOKS:
@@ -350,5 +352,7 @@ def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequenc
         raise FileNotFoundError(f"not executed yet: {', '.join(missing)}; run `python -m rs_lib book "
                                 f"--profile {profile}` without --notebooks first")
     index = build_site()
+    if browser_check:
+        check_book(index.parent)
     print(f"The book is at {index} (open file://{index})", flush=True)
     return index

@@ -13,9 +13,45 @@ THEME = dict(style="whitegrid", context="notebook", palette="colorblind")
 
 
 def set_theme() -> None:
-    """The book's single plotting theme (call once at the top of each notebook)."""
+    """The book's single look (call once at the top of each notebook): the seaborn theme of every
+    figure, and tables shown as a reader sees them (:func:`rs_lib.report.use_reader_tables`)."""
+    from .report import use_reader_tables
+
+    use_reader_tables()
     sns.set_theme(**THEME, rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold",
                                "figure.figsize": (7.0, 4.0)})
+
+
+#: The text column of the built book at a 1280 px window (book/_static/reader.css), in CSS px, and
+#: the smallest font a reader should meet there, in CSS pt (1 pt = 96/72 px).
+PAGE_WIDTH_PX = 990
+MIN_FONT_PT = 9.0
+
+
+def readable(fig, *, dpi: float | None = None, page_width_px: float = PAGE_WIDTH_PX,
+             min_pt: float = MIN_FONT_PT):
+    """Enlarge every text of ``fig`` (ticks, labels, legends, titles, notes) that would print below
+    ``min_pt`` once the image is scaled to the page's text width, and return ``fig``.
+
+    A figure whose saved (tight) image is ``w`` inches wide at ``dpi`` is an image of ``w·dpi`` px; the page shows it at
+    ``min(1, page_width_px / (w·dpi))`` of that, so a font of ``s`` pt appears at
+    ``s · dpi/96 · scale`` CSS pt."""
+    dpi = fig.dpi if dpi is None else dpi
+    # The notebook saves the figure's tight bounding box: a legend outside the axes widens the image.
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())
+    width_px = max(fig.get_figwidth(), tight.width) * dpi
+    shown = min(1.0, page_width_px / width_px) * dpi / 96.0
+    smallest = min_pt / shown
+    for ax in fig.axes:  # ticks are re-created on drawing from the axis' tick parameters
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t for t in axis.get_ticklabels(which="both") if t.get_text()] or axis.get_ticklabels()
+            if labels and labels[0].get_fontsize() < smallest:
+                axis.set_tick_params(which="both", labelsize=smallest)
+    for text in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "set_fontsize")
+                            and hasattr(a, "get_text")):
+        if text.get_text() and text.get_fontsize() < smallest:
+            text.set_fontsize(smallest)
+    return fig
 
 
 def scale_note(profile: str, settings: Mapping, keys: list[str], paper: str) -> str:
@@ -24,10 +60,23 @@ def scale_note(profile: str, settings: Mapping, keys: list[str], paper: str) -> 
     return f"Produced with profile '{profile}': {ours}. Paper setting: {paper}."
 
 
+#: Every method label the book plots, per paper, in a fixed order: each keeps one colour of the
+#: colour-blind palette on every page (the two lists are never in the same figure).
+METHOD_LABELS: tuple[tuple[str, ...], ...] = (
+    ("Standard", "AT", "Fast AT", "Fast AT (no random init)", "Fast AT (2-step)", "Fast AT (GradAlign)",
+     "TRADES", "Fast TRADES", "Fast TRADES (2-step)", "Backward Smoothing"),
+    ("Gaussian", "Stability training", "SmoothAdv", "MACER", "Consistency", "SmoothMix"),
+)
+
+
 def label_colours(labels) -> dict:
-    """One palette colour per label (in order, duplicates once), so a label keeps its colour in every panel."""
+    """One colour per label (duplicates once): a method of :data:`METHOD_LABELS` gets its fixed
+    colour, so it looks the same on every page; other labels take the palette's colours in order."""
     labels = list(dict.fromkeys(labels))
-    return dict(zip(labels, sns.color_palette(n_colors=max(len(labels), 1))))
+    palette = sns.color_palette("colorblind", n_colors=10)
+    fixed = {label: palette[i % 10] for group in METHOD_LABELS for i, label in enumerate(group)}
+    free = iter([c for c in palette if c not in {fixed[l] for l in labels if l in fixed}] * (len(labels) + 1))
+    return {label: fixed[label] if label in fixed else next(free) for label in labels}
 
 
 def smooth(values: pd.Series, window: int) -> pd.Series:
@@ -47,7 +96,7 @@ def learning_curves(iters: Mapping[str, pd.DataFrame], epochs: Mapping[str, pd.D
     ax_val.set(xlabel="epoch", ylabel=val.replace("_", " "), title="validation")
     ax_val.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 # ------------------------------------------------------------------------------------------
@@ -60,6 +109,7 @@ Curve = tuple  # (radii, values): two equal-length sequences
 def scale_caption(fig, text: str, *, y: float = -0.04) -> None:
     """Put the SCALE line (``scale_note``) under a figure."""
     fig.text(0.01, y, text, fontsize="x-small", wrap=True, va="top")
+    readable(fig)
 
 
 def accuracy_vs_radius(panels: Mapping[str, Mapping[str, Curve]], *, ylabel: str = "certified accuracy",
@@ -94,7 +144,7 @@ def accuracy_vs_radius(panels: Mapping[str, Mapping[str, Curve]], *, ylabel: str
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=(0, 1.02))
         ax.legend(fontsize="x-small", loc="upper right")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def metric_by_method(frame: pd.DataFrame, *, value: str, method: str = "method", sigma: str = "sigma",
@@ -106,11 +156,12 @@ def metric_by_method(frame: pd.DataFrame, *, value: str, method: str = "method",
     fig, axes = plt.subplots(1, len(sources), figsize=(6.2 * len(sources), 3.9), squeeze=False)
     for ax, source in zip(axes[0], sources):
         part = frame[frame[panel] == source]
-        sns.barplot(part, x=sigma, y=value, hue=method, ax=ax, hue_order=list(dict.fromkeys(frame[method])))
+        order = list(dict.fromkeys(frame[method]))
+        sns.barplot(part, x=sigma, y=value, hue=method, ax=ax, hue_order=order, palette=label_colours(order))
         ax.set(title=str(source), xlabel="σ", ylabel=ylabel or value)
         ax.legend(fontsize="x-small", loc="upper left")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def interpolation_paths(ratios, paths: list[Mapping], *, ylabel: str = "smoothed confidence F̂"):
@@ -128,7 +179,7 @@ def interpolation_paths(ratios, paths: list[Mapping], *, ylabel: str = "smoothed
         ax.set(title=path["title"], xlabel="mixing ratio λ", ylabel=ylabel, ylim=(0, 1.02))
         ax.legend(fontsize="x-small")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def ratio_histograms(ratios: Mapping[str, "object"], *, bins: int = 20, xlabel: str = "equal-confidence mixing ratio"):
@@ -146,7 +197,7 @@ def ratio_histograms(ratios: Mapping[str, "object"], *, bins: int = 20, xlabel: 
     ax.set(xlabel=xlabel, ylabel="density", title="Equal-confidence mixing ratios")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 # ------------------------------------------------------------------------------------------
@@ -189,7 +240,7 @@ def loss_increment(iters: Mapping[str, pd.DataFrame], *, columns: Mapping[str, s
     # outside the panels, so that no curve is hidden behind it
     fig.legend(list(handles.values()), list(handles), fontsize="small", loc="center left",
                bbox_to_anchor=(1.0, 0.5), frameon=False)
-    return fig
+    return readable(fig)
 
 
 def overfitting_curves(epochs: Mapping[str, pd.DataFrame], *, metrics: Mapping[str, str] = CO_METRICS,
@@ -212,7 +263,7 @@ def overfitting_curves(epochs: Mapping[str, pd.DataFrame], *, metrics: Mapping[s
         ax.set_ylabel("validation accuracy")
     axes.flat[0].legend(fontsize="small")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def increment_summary(frame: pd.DataFrame, column: str = "ce_increment") -> dict[str, float]:
@@ -262,7 +313,7 @@ def curvature_lines(frame: pd.DataFrame, *, log: bool = True):
             ax.title.set_fontsize("small")
     axes[0][0].legend(fontsize="small")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def tradeoff(frame: pd.DataFrame, *, x: str = "natural", y: str = "robust", method: str = "method",
@@ -270,19 +321,20 @@ def tradeoff(frame: pd.DataFrame, *, x: str = "natural", y: str = "robust", meth
     """BS Fig. 4: robust against natural accuracy. Methods with several rows (a sweep over ``param``)
     are lines with each point annotated by its ``param``; the others single markers."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    colours = label_colours(frame[method])
     for name, rows in frame.groupby(method, sort=False):
         rows = rows.sort_values(x)
         if len(rows) > 1:
-            line, = ax.plot(rows[x], rows[y], marker="o", label=name)
+            line, = ax.plot(rows[x], rows[y], marker="o", label=name, color=colours[name])
             for _, row in rows.iterrows():
                 ax.annotate(f"{param}={row[param]:g}", (row[x], row[y]), textcoords="offset points",
                             xytext=(4, 4), fontsize="x-small", color=line.get_color())
         else:
-            ax.plot(rows[x], rows[y], marker="s", ls="none", ms=8, label=name)
+            ax.plot(rows[x], rows[y], marker="s", ls="none", ms=8, label=name, color=colours[name])
     ax.set(xlabel=f"{x} accuracy", ylabel=f"{y} accuracy")  # the notebook titles the figure
     ax.legend(fontsize="small")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def stability_boxes(frame: pd.DataFrame, *, x: str = "configuration", y: str = "robust",
@@ -297,13 +349,15 @@ def stability_boxes(frame: pd.DataFrame, *, x: str = "configuration", y: str = "
               for t in ax.get_xticklabels()]
     ax.set_xticks(ax.get_xticks(), labels, fontsize="small")
     fig.tight_layout()
-    return fig
+    return readable(fig)
 
 
 def captioned(frame: pd.DataFrame, scale: str, *, digits: int = 3, paper_setting: str | None = None) -> None:
     """Display a notebook table with its scale line (and the setting of the paper's numbers in it) under it."""
     from IPython.display import Markdown, display
 
-    display(frame.round(digits))
+    from .report import reader_table
+
+    display(reader_table(frame, digits=digits))
     note = scale if paper_setting is None else f"{scale} Paper columns: {paper_setting}."
     display(Markdown(f"*{note}*"))

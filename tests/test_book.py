@@ -10,12 +10,12 @@ import pytest
 from rs_lib import book
 
 
-def test_intro_builds_offline_with_local_mathjax(tmp_path):
+@pytest.mark.notebook
+def test_intro_builds_offline_with_local_mathjax(smoke_site):
+    # The intro glues numbers from executed notebooks, so it is checked in the session's smoke site
+    # (built with warnings as errors from the notebooks tests/test_notebooks.py executes).
     assert book.MATHJAX.is_file(), "run `make mathjax` (part of `make setup`) first"
-    toc = tmp_path / "_toc.yml"
-    toc.write_text("format: jb-book\nroot: book/intro\n")
-    index = book.build_site(toc=toc, path_output=tmp_path / "site")  # raises on a warning
-    html = index.parent
+    html, _ = smoke_site
     page = (html / "book" / "intro.html").read_text(encoding="utf8")
     scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', page)
     assert scripts and all(s.startswith("../_static/mathjax/tex-svg.js") for s in scripts)

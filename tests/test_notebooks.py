@@ -5,6 +5,7 @@ machinery (parameter injection and validation, kernel environment, failures) on 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -31,18 +32,16 @@ def _code_lines(source: str) -> list[str]:
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", SOURCES, ids=IDS)
-def test_notebook_runs_in_smoke_profile(path, tmp_path, results_root, monkeypatch):
-    record = tmp_path / "keys.jsonl"
-    monkeypatch.setenv(_record.ENV, str(record))
-    executed = book.execute_notebook(path, profile="smoke", device="cpu", output_dir=tmp_path / "out",
-                                     progress=False, threads=1)
+def test_notebook_runs_in_smoke_profile(path, smoke_executed):
+    executed = smoke_executed(path.stem)  # once per session: tests/test_site.py builds the site from it
     nb = nbformat.read(str(executed), as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and all("hide-input" in c.metadata["tags"] for c in injected)
     # The runs and results the notebook looked up in the store are exactly its plan's (issue 9).
-    assert_lookups_equal_plan(path.stem, "smoke", record)
+    assert_lookups_equal_plan(path.stem, "smoke", smoke_executed.record(path.stem))
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=IDS)
@@ -158,3 +157,20 @@ def test_toc_notebooks_reads_executed_chapters_in_order(tmp_path):
                    "  - caption: B\n    chapters:\n      - file: book/executed/first.ipynb\n"
                    "        sections:\n          - file: book/executed/third\n")
     assert book.toc_notebooks(toc) == ("second", "first", "third")
+
+
+# The calls that do the science (train, certify, attack, evaluate, plot); a cell without one only presents.
+SCIENCE = re.compile(r"run_training\(|\bbs\.fit\(|\bbs\.train\(|\bbs\.curvature\(|noisy_accuracy\(|sns\.\w+plot\(|"
+                     r"empirical\(|cost\.measure\(|certify_run\(|robust_accuracy\(|\.robustness\(|hessian\.\w+\(|evaluate\.\w+\(|"
+                     r"attacks\.\w+\(|plots\.(?!captioned|scale_caption|scale_note|set_theme|label_colours)\w+\(")
+HIDDEN = {"hide-input", "remove-input", "hide-cell", "remove-cell"}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=IDS)
+def test_presentation_cells_and_parameters_are_behind_a_toggle(path):
+    nb = nbformat.read(str(path), as_version=4)
+    shown = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+             and not HIDDEN & set(c.metadata.get("tags", []))
+             and ("parameters" in c.metadata.get("tags", []) or not SCIENCE.search(c.source))]
+    assert not shown, (f"{path.name}: code cells {shown} only present (no training, certification, attack, "
+                       f"evaluation or plot call) or set parameters; tag them hide-input")

@@ -1,0 +1,144 @@
+"""How the book's pages show results to a reader: tables without pandas' machinery, shared summaries.
+
+DESIGN.md, "The book": a page is written for a reader.  Every table a notebook displays goes through
+:func:`reader_table` (registered by :func:`use_reader_tables` as the notebooks' HTML form of a
+``DataFrame``): no 0..n index column (a meaningful index becomes ordinary columns), no ``NaN`` (a
+dash, explained under the table), numbers rounded for reading.  :func:`train_table` is the
+training summary the smoothing notebooks print under their training cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from . import _validate as check
+
+#: What a missing value prints as, and how the table says so.
+DASH = "–"
+DASH_NOTE = f"{DASH}: not in the paper, or not run at this scale."
+
+
+def _flat(frame: pd.DataFrame) -> pd.DataFrame:
+    """The index as ordinary leading columns (dropped when it is only 0..n-1), one level of headers."""
+    out = frame.copy()
+    plain = isinstance(out.index, pd.RangeIndex) and out.index.name is None
+    if not plain:
+        names = [n if n is not None else ("" if out.index.nlevels == 1 else f"level {i}")
+                 for i, n in enumerate(out.index.names)]
+        out.index = out.index.set_names(names)
+        out = out.reset_index()
+    else:
+        out = out.reset_index(drop=True)
+    if isinstance(out.columns, pd.MultiIndex):
+        out.columns = [" ".join(str(p) for p in parts if str(p) != "").strip() for parts in out.columns]
+    out.columns = [str(c) for c in out.columns]
+    return out
+
+
+def reader_table(frame: pd.DataFrame, *, digits: int = 3, caption: str | None = None) -> Any:
+    """A ``DataFrame`` as a reader sees it: a pandas ``Styler`` with no index column, numbers to
+    ``digits`` decimals, missing values as a dash and, when there is one, a note saying what the
+    dash means (after ``caption``)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+    check.integer("digits", digits, low=0)
+    flat = _flat(frame)
+    notes = [caption] if caption else []
+    if flat.isna().to_numpy().any():
+        notes.append(DASH_NOTE)
+    styler = (flat.style.hide(axis="index").format(precision=digits, na_rep=DASH, thousands=None)
+              .set_table_attributes('class="dataframe reader-table"'))
+    if notes:
+        styler = styler.set_caption(" ".join(notes))
+    return styler
+
+
+def _frame_html(frame: pd.DataFrame) -> str:
+    return reader_table(frame).to_html()
+
+
+def use_reader_tables() -> None:
+    """Make every ``DataFrame`` a notebook displays render as :func:`reader_table` (HTML output;
+    the plain-text form is unchanged).  Does nothing outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with Jupyter Book
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, _frame_html)
+
+
+def train_table(runs: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per training run (``{label: stored run}``; a tuple label is joined with commas): epochs, validation clean accuracy of the
+    last epoch, total training time (s) and forward passes per iteration (batch-equivalents, the
+    methods' own count; ``python -m rs_lib list``)."""
+    if not isinstance(runs, Mapping) or not runs:
+        raise ValueError(f"runs must be a non-empty mapping of label to stored run, got {runs!r}")
+    rows = []
+    for label, run in runs.items():
+        summary = getattr(run, "summary", None)
+        if not isinstance(summary, Mapping):
+            raise ValueError(f"runs[{label!r}] is not a stored run (it has no .summary): {run!r}")
+        name = ", ".join(str(part) for part in label) if isinstance(label, tuple) else str(label)
+        rows.append({"run": name, "epochs": summary["epochs"],
+                     "val clean acc (last)": summary["last"]["val_clean_acc"],
+                     "train time (s)": summary["train_time_total"],
+                     "forward passes / iter": summary["passes_per_iteration"]["forward"]})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ what reproduced, and verdicts
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+NOT_COMPARABLE = "not comparable at this scale"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE)
+
+
+def sign_verdict(ours: float | None, paper: float, *, se: float | None = None) -> str:
+    """Verdict on a claim of the form "A is above B" (``paper`` and ``ours`` are the differences
+    A − B): reproduced when ours has the paper's sign and, given its standard error ``se``, lies
+    beyond two of them; not comparable when ours was not measured at this scale (None or NaN)."""
+    if ours is None or pd.isna(ours):
+        return NOT_COMPARABLE
+    if se is not None and not pd.isna(se) and abs(ours) <= 2 * se:
+        return NOT_REPRODUCED
+    return REPRODUCED if (ours > 0) == (paper > 0) and ours != 0 else NOT_REPRODUCED
+
+
+def within_verdict(ours: float | None, margin: float, *, se: float | None = None) -> str:
+    """Verdict on a claim "A is as good as B" (``ours`` = A − B): reproduced when |ours| is at most
+    ``margin`` (plus two standard errors, given ``se``); not comparable when not measured."""
+    if ours is None or pd.isna(ours):
+        return NOT_COMPARABLE
+    check.non_negative("margin", margin)
+    slack = 0.0 if se is None or pd.isna(se) else 2 * se
+    return REPRODUCED if abs(ours) <= margin + slack else NOT_REPRODUCED
+
+
+def ratio_verdict(ours: float | None, paper: float, *, tolerance: float = 0.25) -> str:
+    """Verdict on a claimed ratio (e.g. a cost ratio): reproduced when ours is within ``tolerance``
+    (relative) of the paper's; not comparable when not measured (None or NaN)."""
+    if ours is None or pd.isna(ours):
+        return NOT_COMPARABLE
+    check.positive("paper", paper)
+    return REPRODUCED if abs(ours / paper - 1) <= tolerance else NOT_REPRODUCED
+
+
+def claim(claim: str, source: str, paper: float, ours: float | None, scale: str, verdict: str) -> dict[str, Any]:
+    """One row of a chapter's "what reproduced" table."""
+    check.choice("verdict", verdict, VERDICTS)
+    return {"claim": claim, "paper's figure/table": source, "paper": paper,
+            "ours": None if ours is None or pd.isna(ours) else ours, "scale": scale, "verdict": verdict}
+
+
+def claims_table(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """The "what reproduced" table of a chapter page (rows from :func:`claim`)."""
+    if not rows:
+        raise ValueError("rows must hold at least one claim")
+    return pd.DataFrame(rows, columns=["claim", "paper's figure/table", "paper", "ours", "scale", "verdict"])
