@@ -314,7 +314,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from . import _validate as check
     from . import data
-    from .evaluate import PROTOCOLS, evaluate, robust_accuracy
+    from .evaluate import evaluate
+    from .robustness import PROTOCOLS, robust_accuracy, threat_eps
 
     for name in args.protocol:
         check.choice("--protocol", name, ["clean", *PROTOCOLS])
@@ -326,7 +327,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.eps is not None:
         check.number("--eps", args.eps, low=0.0, high=1.0, low_open=True)
     cfg, state, where = _load_for_certify(args)
-    eps = args.eps if args.eps is not None else cfg.method_params.get("eps")
+    eps = args.eps if args.eps is not None else threat_eps(cfg)
     if eps is None and set(args.protocol) != {"clean"}:
         raise ValueError(f"--eps is required: the run's method {cfg.method!r} has no eps")
     if eps is not None:  # l-inf radius of images in [0, 1] (8/255 is 0.0314, not 8)
@@ -343,7 +344,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             batches = data.batches(split, args.batch_size, device=device)
             accuracy, label = evaluate(model, batches, ["clean"])["clean_acc"], "clean accuracy"
         else:
-            result = robust_accuracy(model, split, eps=eps, protocol=name, batch_size=args.batch_size,
+            result = robust_accuracy(model, split, protocol=name, eps=eps, batch_size=args.batch_size,
                                      seed=args.seed, progress=not args.no_progress)
             accuracy, label = result.accuracy, result.label
         print(f"{name:20s} {accuracy:8.4f} {time.perf_counter() - start:8.1f}  {label}")

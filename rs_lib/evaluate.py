@@ -1,9 +1,18 @@
-"""Evaluation: clean and Gaussian-noise accuracy, and the per-epoch validation metrics registry.
+"""Validation metrics: the per-epoch accuracies the training loop records (clean, Gaussian noise,
+FGSM, PGD), and clean / Gaussian-noise accuracy of a model.
 
 A validation metric maps (model, x, y, params, generator) to a boolean tensor "correct" per
 example; :func:`evaluate` averages it over a dataset in batches with the model in eval mode
 (RobustBench habit: evaluation never runs in train mode).  The training loop computes the
-metrics named in its config after every epoch on a fixed validation subset.
+metrics named in its config after every epoch on a fixed validation subset.  Their attacks are
+cheap model-selection signals (FGSM: one pass; PGD-k: k passes), not robust-accuracy numbers to
+report: those come from the named protocols of :mod:`rs_lib.robustness`.
+
+Public names: `register_metric`, :data:`VAL_METRICS`, `metric_params`, `evaluate`,
+`accuracy_under_noise`, `pgd_metric_settings`; metrics 'clean', 'gaussian' (``sigma``), 'fgsm'
+(``eps``) and 'pgd' (``eps``, ``pgd_steps``, ``pgd_step_size``, ``pgd_random_start``).
+The section at the end (PREDICT of a smoothed classifier under attack: `empirical_accuracy`,
+`EmpiricalAccuracy`) moves next to the smoothed classifier.
 """
 
 from __future__ import annotations
@@ -15,6 +24,9 @@ import torch
 from torch import nn
 
 from . import _validate as check
+from . import attacks as _attacks
+from .robustness import PGD_STEP_RATIO
+from .robustness import labelled_batches as _labelled_batches  # noqa: F401 (used by empirical_accuracy below)
 
 MetricFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, Mapping[str, Any], torch.Generator], torch.Tensor]
 
@@ -111,19 +123,6 @@ def accuracy_under_noise(model: nn.Module, batches: Iterable[tuple[torch.Tensor,
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Adversarial robustness (Backward Smoothing chapter): per-epoch FGSM / PGD metrics, named
-# PGD-k and AutoAttack protocols
-# --------------------------------------------------------------------------------------------
-
-import dataclasses  # noqa: E402
-import warnings  # noqa: E402
-
-from tqdm.auto import tqdm as _tqdm  # noqa: E402
-
-from . import attacks as _attacks  # noqa: E402
-
-
 def _needs_eps(params: Mapping[str, Any]) -> None:
     if "eps" not in params:
         raise ValueError("eval_params must give 'eps' (l-inf radius, pixel units) for the 'fgsm' and 'pgd' "
@@ -147,7 +146,8 @@ def pgd_metric_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     reference notes' §7 pilot; random starts see through the gradient masking of a collapsed model)."""
     _pgd_params(params)
     eps = params["eps"]
-    return {"eps": eps, "steps": params.get("pgd_steps", 20), "step_size": params.get("pgd_step_size", eps / 4),
+    return {"eps": eps, "steps": params.get("pgd_steps", 20),
+            "step_size": params.get("pgd_step_size", PGD_STEP_RATIO * eps),
             "random_start": params.get("pgd_random_start", True)}
 
 
@@ -167,377 +167,6 @@ def _pgd(model, x, y, params, generator):
     with torch.inference_mode():
         return model(x_adv).argmax(1) == y
 
-
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-    """A named robust-accuracy evaluation and the label shown wherever its numbers appear.
-
-    ``steps``: PGD steps, or the iterations of AutoAttack's APGD-CE / APGD-T / FAB-T; PGD's step
-    size is ``step_ratio``·eps; ``queries``: Square's query budget.
-    """
-
-    name: str
-    label: str
-    attack: str
-    steps: int
-    step_ratio: float | None = None
-    random_start: bool = False
-    restarts: int = 1
-    queries: int | None = None
-
-
-_BS_STEP = "(CE, no random start, step ε/4: the BS code's 0.0078 at ε 0.031)"
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("pgd20_bs", f"PGD-20 {_BS_STEP}", "pgd", 20, 0.25),
-    Protocol("pgd100_bs", f"PGD-100 {_BS_STEP}", "pgd", 100, 0.25),
-    Protocol("pgd20_rs", "PGD-20 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 20, 0.25, True),
-    Protocol("pgd100_rs", "PGD-100 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 100, 0.25, True),
-    Protocol("autoattack_standard", "AutoAttack, standard protocol (torchattacks re-implementation: APGD-CE, "
-             "APGD-T, FAB-T 100 iterations, Square 5000 queries, seed 0)", "autoattack", 100, queries=5000),
-    Protocol("autoattack_fast", "AutoAttack-fast (CI-sized, NOT the standard protocol: APGD-CE, APGD-T, FAB-T "
-             "10 iterations, Square 500 queries, seed 0)", "autoattack", 10, queries=500),
-    # The cross-check: Croce & Hein's own code (fra31/auto-attack, packaged on PyPI as pyautoattack 0.2.0).
-    Protocol("autoattack_original", "AutoAttack, standard protocol (the original fra31 code, PyPI pyautoattack "
-             "0.2.0: APGD-CE, APGD-T, FAB-T, Square, seed 0)", "autoattack_original", 100, queries=5000),
-    # uclaml/RayS README: `attack_robust.py --query 10000` for its robust-model leaderboard (BS Table 5)
-    Protocol("rays", "RayS (hard-label, 10,000 queries per example, no early stop; ADBD = mean l-inf "
-             "boundary distance of the correctly classified examples)", "rays", 0, queries=10_000),
-    Protocol("rays_fast", "RayS-fast (CI-sized, NOT the leaderboard's 10,000: 300 queries per example)",
-             "rays", 0, queries=300),
-)}
-ROBUST_ATTACKS = ("pgd", "fgsm", "autoattack", "autoattack_original", "rays")
-#: The stages of AutoAttack's standard version, in order (each attacks the points the earlier ones left).
-AA_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
-#: AutoAttack's tolerance for Square lowering the gradient attacks' robust accuracy (fra31 ``check_square_sr``).
-SQUARE_TOLERANCE = 0.002
-
-
-@dataclasses.dataclass(frozen=True)
-class RobustAccuracy:
-    """Result of `robust_accuracy`: per-example booleans (CPU, dataset order) and their means.
-
-    ``correct[i]``: example i is classified correctly on the clean input *and* under every restart
-    of the attack; ``label`` names the protocol (show it with the number); ``settings`` all knobs.
-    ``distance`` (RayS only): the l-inf distance to the closest misclassified point found, per
-    example; ``adbd`` its mean over the correctly classified ones (Chen & Gu's ADBD).
-    ``checks``: the warnings of AutoAttack's sanity checks (`sanity_checks`; for AutoAttack also
-    `square_check`), empty when all passed; show them with the number. ``stages`` (AutoAttack
-    only): robust accuracy after each of `AA_STAGES`.
-    """
-
-    accuracy: float
-    correct: torch.Tensor
-    clean_accuracy: float
-    clean_correct: torch.Tensor
-    label: str
-    settings: dict[str, Any]
-    distance: torch.Tensor | None = None
-    checks: tuple[str, ...] = ()
-    stages: dict[str, float] | None = None
-
-    @property
-    def adbd(self) -> float | None:
-        if self.distance is None or not bool(self.clean_correct.any()):
-            return None
-        return float(self.distance[self.clean_correct].mean())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (for ``Run.cached``)."""
-        out = {"accuracy": self.accuracy, "clean_accuracy": self.clean_accuracy, "label": self.label,
-               "settings": self.settings, "n": len(self.correct), "correct": self.correct.int().tolist(),
-               "checks": list(self.checks), "stages": self.stages}
-        if self.distance is not None:
-            out.update(adbd=self.adbd, distance=self.distance.tolist())
-        return out
-
-
-def autoattack(model: nn.Module, *, eps: float, n_classes: int, seed: int = 0, steps: int = 100,
-               queries: int = 5000) -> Any:
-    """AutoAttack (Croce & Hein 2020) 'standard' for l-inf, from torchattacks' four attacks.
-
-    ``torchattacks.MultiAttack([APGD-CE, APGD-T, FAB-T, Square])``: each attack runs on the points
-    the previous ones left robust, as fra31's ``run_standard_evaluation``. Standard settings (the
-    defaults): 100 iterations for APGD-CE/APGD-T/FAB-T with one restart, 9 target classes (fewer if
-    ``n_classes`` ≤ 9), Square with 5000 queries and ``resc_schedule=False``, a fixed ``seed``.
-    torchattacks' own ``AutoAttack`` wrapper runs 10 iterations and ``resc_schedule=True`` (TOOLCHAIN.md,
-    reference notes §3.2). The attacks seed torch's global RNG: `robust_accuracy` restores it.
-    """
-    import torchattacks as ta
-
-    check.positive("eps", eps)
-    check.integer("n_classes", n_classes, low=2)
-    check.integer("seed", seed, low=0)
-    check.positive_int("steps", steps)
-    check.positive_int("queries", queries)
-    apgd = ta.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)
-    apgdt = ta.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, n_classes=n_classes, seed=seed)
-    fab = ta.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
-                 n_classes=n_classes, seed=seed)
-    for targeted in (apgdt, fab):
-        targeted.n_target_classes = min(9, n_classes - 1)  # fra31 standard: 9 targets
-    square = ta.Square(model, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, seed=seed,
-                       resc_schedule=False)
-    return ta.MultiAttack([apgd, apgdt, fab, square])
-
-
-def _resolve_attack(eps: float, protocol: str | None, given: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """(settings, label) of a named protocol, or of explicit attack settings with their defaults."""
-    if protocol is not None:
-        check.choice("protocol", protocol, sorted(PROTOCOLS))
-        clash = [k for k, v in given.items() if v is not None]
-        if clash:
-            raise ValueError(f"protocol={protocol!r} fixes the attack: do not also give {', '.join(clash)}")
-        p = PROTOCOLS[protocol]
-        settings = {"attack": p.attack, "steps": p.steps, "random_start": p.random_start, "restarts": p.restarts,
-                    "step_size": p.step_ratio * eps if p.step_ratio is not None else None, "queries": p.queries}
-        return settings, p.label
-    attack = check.choice("attack", given["attack"] or "pgd", ROBUST_ATTACKS)
-    defaults = {"steps": {"autoattack": 100, "rays": 0}.get(attack, 20),
-                "step_size": eps / 4 if attack == "pgd" else None, "random_start": False, "restarts": 1,
-                "queries": {"autoattack": 5000, "rays": 10_000}.get(attack)}
-    settings = {"attack": attack, **{k: d if given[k] is None else given[k] for k, d in defaults.items()}}
-    if attack != "rays":
-        check.positive_int("steps", settings["steps"])
-    check.positive_int("restarts", settings["restarts"])
-    if not isinstance(settings["random_start"], bool):
-        raise ValueError(f"random_start must be True or False, got {settings['random_start']!r}")
-    for name in ("step_size", "queries"):
-        if settings[name] is not None:
-            (check.positive if name == "step_size" else check.positive_int)(name, settings[name])
-    if settings["restarts"] > 1 and not (attack == "pgd" and settings["random_start"]):
-        raise ValueError("restarts > 1 needs attack='pgd' with random_start=True (other restarts repeat the first)")
-    if attack == "fgsm":
-        label = f"FGSM (step {settings['step_size'] or eps:g}{', random start' if settings['random_start'] else ''})"
-    elif attack == "rays":
-        label = (PROTOCOLS["rays"].label if settings["queries"] == 10_000 else
-                 f"RayS-custom (hard-label, {settings['queries']} queries per example, NOT the leaderboard's 10,000)")
-    elif attack == "pgd":
-        label = (f"PGD-{settings['steps']} (CE, {'random start' if settings['random_start'] else 'no random start'}, "
-                 f"step {settings['step_size']:g}, {settings['restarts']} restart(s))")
-    elif attack == "autoattack_original":
-        label = PROTOCOLS["autoattack_original"].label
-    else:
-        standard = settings["steps"] == 100 and settings["queries"] == 5000
-        label = (PROTOCOLS["autoattack_standard"].label if standard else
-                 f"AutoAttack-custom (NOT the standard protocol: {settings['steps']} iterations, "
-                 f"Square {settings['queries']} queries)")
-    return settings, label
-
-
-def _labelled_batches(data: Any, batch_size: int, device: torch.device):
-    """(x, y) batches on ``device`` from an ImageData, a pair of tensors or an iterable of pairs."""
-    from . import data as data_mod
-
-    if isinstance(data, data_mod.ImageData):
-        return data_mod.batches(data, batch_size, device=device)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
-        if x.dim() < 2 or y.shape != x.shape[:1]:
-            raise ValueError(f"data must be (x (N, ...), y (N,)), got shapes {tuple(x.shape)}, {tuple(y.shape)}")
-        return ((x[s:s + batch_size].to(device), y[s:s + batch_size].to(device)) for s in range(0, len(x), batch_size))
-    if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
-        raise ValueError("data must be an ImageData, a pair (x, y) of tensors or an iterable of (x, y) batches")
-    return ((x.to(device), y.to(device)) for x, y in data)
-
-
-def sanity_checks(model: nn.Module, x: torch.Tensor, *, tol: float = 1e-4) -> list[str]:
-    """AutoAttack's checks of the model (Croce & Hein's ``checks.py``) on a batch ``x``, as messages.
-
-    Randomness: two identical forwards must agree (prediction for prediction, and the rows of the
-    l2-normalised outputs to within ``tol``), else gradient attacks see a moving target and the
-    model needs AutoAttack's 'rand' version (EOT). Softmax outputs: rows in [0, 1] that sum to 1 are
-    probabilities, not logits, which flattens the attacks' losses. Returns one message per failed
-    check (empty: all passed).
-    """
-    with torch.no_grad():
-        first, second = model(x), model(x)
-    unit = lambda t: t / (t.flatten(1).norm(dim=1, keepdim=True) + 1e-10)  # noqa: E731
-    messages = []
-    if (not torch.equal(first.argmax(1), second.argmax(1))
-            or float((unit(first) - unit(second)).flatten(1).norm(dim=1).max()) > tol):
-        messages.append("randomness check: two identical forwards differ; robust accuracy of a randomised "
-                        "model needs EOT attacks (AutoAttack's 'rand' version)")
-    sums_to_one = bool(((first.sum(1) - 1).abs() < 1e-5).all())
-    if bool((first > -1e-5).all() and (first < 1 + 1e-5).all()) and sums_to_one:
-        messages.append("softmax-output check: the model's rows lie in [0, 1] and sum to 1; the attacks "
-                        "expect logits")
-    return messages
-
-
-def square_check(stages: Mapping[str, float], tol: float = SQUARE_TOLERANCE) -> list[str]:
-    """AutoAttack's gradient-masking check: Square (black-box, last) should find nothing that APGD-CE,
-    APGD-T and FAB-T missed. ``stages``: robust accuracy after each stage (`AA_STAGES`, cumulative);
-    if Square lowers the accuracy left by the gradient attacks by more than ``tol`` (fra31's 0.2 %),
-    the gradient attacks were fooled (masking) and the number is not reliable. One message or none."""
-    if "square" not in stages or len(stages) < 2:
-        return []
-    gradient = min(v for k, v in stages.items() if k != "square")
-    drop = gradient - stages["square"]
-    if drop > tol:
-        return [f"Square decreased robust accuracy by {100 * drop:.1f}% after the gradient attacks: a sign "
-                "of gradient masking; the AutoAttack number is not reliable (run Square with more queries "
-                "and restarts, or an adaptive attack)"]
-    return []
-
-
-def _warn_all(messages: Iterable[str]) -> None:
-    for message in messages:
-        warnings.warn(message, stacklevel=3)
-
-
-def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | None = None,
-                    attack: str | None = None, steps: int | None = None, step_size: float | None = None,
-                    random_start: bool | None = None, restarts: int | None = None, queries: int | None = None,
-                    n_classes: int | None = None, batch_size: int = 256, seed: int = 0,
-                    progress: bool = False) -> RobustAccuracy:
-    """Robust accuracy under an l-inf attack of radius ``eps`` (pixel units), per example and mean.
-
-    Either a named ``protocol`` (`PROTOCOLS`: ``pgd20_bs``, ``pgd100_bs`` (no random start, step ε/4
-    = 0.0078 at 0.031, the BS code's convention), ``pgd20_rs``, ``pgd100_rs`` (uniform random start),
-    ``autoattack_standard``, ``autoattack_fast`` (CI-sized; its label says it is not the standard)), or
-    explicit settings: ``attack`` 'pgd' (default: 20 steps of eps/4 on CE, no random start, ``restarts``
-    random restarts keeping the worst case), 'fgsm' (step ``step_size``, default eps) or 'autoattack'
-    (``steps`` iterations, Square ``queries``). ``data``: an ImageData, a pair (x, y) or an iterable of
-    (x, y) batches, attacked ``batch_size`` at a time on the model's device.
-
-    The model must be in eval mode (ValueError otherwise: BatchNorm/dropout in train mode make the
-    result depend on the batch, as RobustBench warns); it is left unchanged. Random starts draw from
-    a generator seeded with ``seed``; AutoAttack uses ``seed`` and leaves the global RNG as it was.
-    """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
-        raise ValueError("model must be in eval mode for robust evaluation (call model.eval()): BatchNorm and "
-                         "dropout in train mode make robust accuracy depend on the batch")
-    check.positive("eps", eps)
-    check.positive_int("batch_size", batch_size)
-    check.integer("seed", seed, low=0)
-    if n_classes is not None:
-        check.integer("n_classes", n_classes, low=2)
-    settings, label = _resolve_attack(eps, protocol, dict(attack=attack, steps=steps, step_size=step_size,
-                                                          random_start=random_start, restarts=restarts,
-                                                          queries=queries))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    clean_all, robust_all, distance_all = [], [], []
-    generator, aa, checks = None, None, []
-    stage_counts = torch.zeros(len(AA_STAGES), dtype=torch.long)
-    bar = _tqdm(desc=label.split(" (")[0], unit="img", disable=not progress)
-    for x, y in _labelled_batches(data, batch_size, device):
-        if generator is None:
-            checks += sanity_checks(model, x)
-            generator = torch.Generator(device=x.device).manual_seed(seed)
-        check.images("data's x", x)
-        with torch.no_grad():
-            logits = model(x)
-        if n_classes is not None:
-            check.output_width("model", logits, n_classes)
-        check.labels("data's y", y, logits.shape[-1])
-        clean = logits.argmax(1) == y
-        if settings["attack"] == "autoattack" and aa is None:
-            classes = n_classes or int(logits.shape[1])
-            aa = autoattack(model, eps=eps, n_classes=classes, seed=seed, steps=settings["steps"],
-                            queries=settings["queries"])
-        robust = clean.clone()
-        if settings["attack"] == "rays":
-            found = _attacks.rays(model, x, y, query_limit=settings["queries"])
-            robust &= found.distance > eps
-            distance_all.append(found.distance.cpu())
-        if settings["attack"] == "autoattack":
-            stages = _autoattack_stages(model, x, y, aa) & clean
-            stage_counts += stages.sum(1).cpu()
-            robust &= stages[-1]
-        elif settings["attack"] == "autoattack_original":
-            found, messages = _original_autoattack(model, x, y, eps=eps, seed=seed,
-                                                   n_classes=n_classes or int(logits.shape[1]))
-            robust &= found
-            checks += [m for m in messages if m not in checks]
-        for _ in range(settings["restarts"] if settings["attack"] in ("pgd", "fgsm") else 0):
-            robust &= _still_correct(model, x, y, eps, settings, generator, aa)
-        clean_all.append(clean.cpu())
-        robust_all.append(robust.cpu())
-        bar.update(len(y))
-    bar.close()
-    if not clean_all:
-        raise ValueError("data must hold at least one example")
-    clean_c, robust_c = torch.cat(clean_all), torch.cat(robust_all)
-    stages = None
-    if settings["attack"] == "autoattack":
-        stages = {name: float(c) / len(clean_c) for name, c in zip(AA_STAGES, stage_counts)}
-        checks += square_check(stages)
-    _warn_all(checks)
-    return RobustAccuracy(float(robust_c.float().mean()), robust_c, float(clean_c.float().mean()), clean_c, label,
-                          {"eps": eps, "protocol": protocol, "seed": seed, **settings},
-                          torch.cat(distance_all) if distance_all else None, tuple(checks), stages)
-
-
-def _autoattack_stages(model: nn.Module, x: torch.Tensor, y: torch.Tensor, aa: Any) -> torch.Tensor:
-    """Correctness after each of AutoAttack's attacks in turn, shape (stages, N), cumulative.
-
-    As ``torchattacks.MultiAttack``: every attack runs on the points all earlier ones left correct
-    (starting from all points, as there); the global RNG is restored afterwards.
-    """
-    correct = torch.ones(len(y), dtype=torch.bool, device=x.device)
-    out = []
-    cuda = [x.device.index or 0] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        for attack in aa.attacks:
-            left = correct.nonzero().flatten()
-            if len(left) > 0:
-                x_adv = attack(x[left], y[left])
-                with torch.no_grad():
-                    correct[left] = model(x_adv).argmax(1) == y[left]
-            out.append(correct.clone())
-    return torch.stack(out)
-
-
-def _original_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-                         seed: int, n_classes: int) -> tuple[torch.Tensor, list[str]]:
-    """(correct under fra31's AutoAttack standard, its checks' warnings) on one batch.
-
-    ``pyautoattack`` 0.2.0 is Croce & Hein's code packaged for PyPI; it runs its own sanity checks
-    (randomness, softmax outputs, dynamic defences, Square after the gradient attacks) and logs
-    their warnings to the ``auto-attack`` logger, which we collect. The global RNG is restored.
-    Target classes: 9, or ``n_classes − 1`` when fewer exist (as `autoattack`).
-    """
-    import logging
-
-    from pyautoattack import AutoAttack
-
-    class _Collect(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.WARNING)
-            self.messages: list[str] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.messages.append(f"AutoAttack (original): {record.getMessage()}")
-
-    logger, handler = logging.getLogger("auto-attack"), _Collect()
-    logger.addHandler(handler)
-    cuda = [x.device.index or 0] if x.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=cuda):
-            attack = AutoAttack(model, device=x.device, eps=eps, norm="Linf", seed=seed, version="standard")
-            attack.apgd_targeted.n_target_classes = attack.fab.n_target_classes = min(9, n_classes - 1)
-            x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=len(x))
-    finally:
-        logger.removeHandler(handler)
-    with torch.no_grad():
-        return model(x_adv).argmax(1) == y, handler.messages
-
-
-def _still_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: Mapping[str, Any],
-                   generator: torch.Generator, aa: Any) -> torch.Tensor:
-    """Correctness on one attack run's adversarial examples."""
-    if settings["attack"] == "pgd":
-        x_adv = _attacks.pgd(model, x, y, eps=eps, step_size=settings["step_size"], steps=settings["steps"],
-                             random_start=settings["random_start"], generator=generator)
-    elif settings["attack"] == "fgsm":
-        x_adv = _attacks.fgsm(model, x, y, eps=eps, step_size=settings["step_size"],
-                              random_start=settings["random_start"], generator=generator).x_adv
-    else:
-        raise ValueError(f"attack {settings['attack']!r} has no single-run form here")
-    with torch.no_grad():
-        return model(x_adv).argmax(1) == y
 
 
 # --------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ class Job:
     evaluation's name otherwise: 'robustness', 'certify', 'empirical', ...), ``iterations`` (train:
     epochs x batches), ``batch_size``, ``amp``, ``images`` (evaluated) and ``samples`` (forward
     passes of noisy copies: certification images x (n0 + n)), plus ``protocol`` for a robust-accuracy
-    evaluation (rs_lib.evaluate.PROTOCOLS).  Jobs hash by their identity fields.
+    evaluation (rs_lib.robustness.PROTOCOLS).  Jobs hash by their identity fields.
     """
 
     kind: str

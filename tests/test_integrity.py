@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from rs_lib import attacks, data, evaluate, smoothing, store, train
+from rs_lib import attacks, data, evaluate, robustness, smoothing, store, train
 from rs_lib.__main__ import main
 from rs_lib.train import TrainConfig, run_training
 
@@ -348,14 +348,14 @@ def test_attacks_reject_bad_images_and_labels(attack, bad, name):
 def test_robust_accuracy_checks_the_output_width_against_n_classes():
     x, y = _xy()
     with pytest.raises(ValueError, match="num_classes"):
-        evaluate.robust_accuracy(_model(), (x, y), eps=0.1, protocol="pgd20_bs", n_classes=10, progress=False)
+        robustness.robust_accuracy(_model(), (x, y), eps=0.1, protocol="pgd20_bs", n_classes=10, progress=False)
 
 
 def test_robust_accuracy_checks_labels_against_the_model():
     x, y = _xy()
     y[0] = 7
     with pytest.raises(ValueError, match="y"):
-        evaluate.robust_accuracy(_model(), (x, y), eps=0.1, protocol="pgd20_bs", progress=False)
+        robustness.robust_accuracy(_model(), (x, y), eps=0.1, protocol="pgd20_bs", progress=False)
 
 
 def test_clean_evaluation_rejects_nan_images():

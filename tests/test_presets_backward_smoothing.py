@@ -320,14 +320,14 @@ def test_train_config_rejects_unknown_method_and_bad_eps():
 
 
 def test_robustness_is_computed_once_and_cost_is_per_iteration(results_root, monkeypatch):
-    from rs_lib import evaluate
+    from rs_lib import robustness
 
     s = profiles.resolve("bs_comparison", "smoke", epochs=1)
     run = bs.fit(s, "fast_at", device="cpu", progress=False)
     assert run.dir.path.parent.name == bs.STORE
     first = bs.robustness(run, protocol="pgd20_bs", n_test=16, device="cpu")
     assert len(list(run.dir.path.glob("robustness-*.json"))) == 1
-    monkeypatch.setattr(evaluate, "robust_accuracy", lambda *a, **k: pytest.fail("recomputed a cached result"))
+    monkeypatch.setattr(robustness, "robust_accuracy", lambda *a, **k: pytest.fail("recomputed a cached result"))
     assert bs.robustness(run, protocol="pgd20_bs", n_test=16, device="cpu") == first
     assert 0.0 <= first["robust"] <= first["clean"] <= 1.0 and first["n"] == 16
     assert "PGD-20" in first["label"]

@@ -45,6 +45,8 @@ from typing import Any, ClassVar
 
 from .. import _validate as check
 from .. import methods
+from .. import robustness as _robustness
+from ..robustness import PGD_STEP_RATIO, threat_eps
 from ..train import TrainConfig
 from ._checks import list_of, seed_list
 from ._settings import TrainKnobs, knob
@@ -175,7 +177,7 @@ _VAL_PGD = {"smoke": dict(pgd_steps=2, pgd_random_start=True), "cpu": dict(pgd_s
 def _base(profile: str) -> dict[str, Any]:
     eps = _METHOD[profile]["linf_eps"]
     return {**_TRAIN[profile], **_METHOD[profile],
-            "eval_params": {"eps": eps, "pgd_step_size": eps / 4, **_VAL_PGD[profile]}}
+            "eval_params": {"eps": eps, "pgd_step_size": PGD_STEP_RATIO * eps, **_VAL_PGD[profile]}}
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -457,7 +459,7 @@ def check_training_device(training: Mapping[str, Any], device: Any, *, name: str
 def validation_params(settings: Any, eps: float) -> dict[str, Any]:
     """The preset's ``eval_params`` (per-epoch 'fgsm' / 'pgd' metrics) moved to radius ``eps``, with the
     PGD step eps/4 (the BS code's 0.0078 at 0.031)."""
-    return {**settings.eval_params, "eps": eps, "pgd_step_size": eps / 4}
+    return {**settings.eval_params, "eps": eps, "pgd_step_size": PGD_STEP_RATIO * eps}
 
 
 def fit(settings: Any, method: str, *, device: str = "auto", progress: bool = True, **kwargs: Any):
@@ -471,15 +473,16 @@ def fit(settings: Any, method: str, *, device: str = "auto", progress: bool = Tr
 def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", device: str = "auto",
                eps: float | None = None) -> dict[str, Any]:
     """Clean and robust accuracy of a run's ``which`` checkpoint ('best' on validation or 'last') on
-    the first ``n_test`` test images under the named ``protocol`` of :data:`rs_lib.evaluate.PROTOCOLS`,
-    at the run's training radius (or ``eps``). Computed once, then read from the run directory.
+    the first ``n_test`` test images under the named ``protocol`` of :data:`rs_lib.robustness.PROTOCOLS`,
+    at the run's own radius (`rs_lib.robustness.threat_eps` of its stored config; ``eps``: another radius,
+    e.g. the paper's AutoAttack at 8/255). Computed once, then read from the run directory.
 
     Returns ``{"clean": ..., "robust": ..., "label": protocol label, "n": n_test, "checks": [...]}``
-    (fractions; ``checks``: AutoAttack's sanity-check warnings, `evaluate.RobustAccuracy.checks`), plus
+    (fractions; ``checks``: AutoAttack's sanity-check warnings, `robustness.RobustAccuracy.checks`), plus
     ``"adbd"`` (RayS's mean l-inf boundary distance of the correct examples) for ``protocol="rays"`` and
     ``"stages"`` (robust accuracy after each AutoAttack attack) for the AutoAttack protocols.
     """
-    from .. import data, evaluate
+    from .. import data
 
     params = robustness_params(run.config, protocol=protocol, n_test=n_test, which=which, eps=eps)
     eps = params["eps"]
@@ -487,7 +490,7 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
     def compute() -> dict[str, Any]:
         model = run.load_model(which, device=device)
         test = data.load(run.config.dataset, "test", n=n_test)
-        result = evaluate.robust_accuracy(model, test, eps=eps, protocol=protocol)
+        result = _robustness.robust_accuracy(model, test, protocol=protocol, eps=eps)
         out = {"clean": result.clean_accuracy, "robust": result.accuracy, "label": result.label, "n": n_test,
                "checks": list(result.checks)}
         out.update({} if result.stages is None else {"stages": result.stages})
@@ -499,15 +502,23 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
 def robustness_params(config: TrainConfig, *, protocol: str, n_test: int, which: str = "best",
                       eps: float | None = None) -> dict[str, Any]:
     """What :func:`robustness`'s cached result on a run of ``config`` depends on (validated); the
-    radius defaults to the run's training (validation) radius."""
+    radius defaults to the run's own (`rs_lib.robustness.threat_eps`)."""
     _protocol("protocol", protocol)
     check.positive_int("n_test", n_test)
     check.choice("which", which, ("best", "last"))
-    eps = config.eval_params["eps"] if eps is None else check.positive("eps", eps)
+    eps = _run_eps(config) if eps is None else check.positive("eps", eps)
     params = {"protocol": protocol, "n_test": n_test, "which": which, "eps": eps}
     if protocol.startswith("autoattack"):
         params["checks"] = 1  # results cached before the sanity checks were recorded are recomputed
     return params
+
+
+def _run_eps(config: TrainConfig) -> float:
+    """The run's own l-inf radius (`rs_lib.robustness.threat_eps`); ValueError if it has none."""
+    eps = threat_eps(config)
+    if eps is None:
+        raise ValueError(f"the run's method {config.method!r} has no eps: give eps")
+    return eps
 
 
 def curvature_params(config: TrainConfig, settings: Any) -> dict[str, Any]:
@@ -580,9 +591,7 @@ def _flag(name: str, value: Any) -> Any:
 
 
 def _protocol(name: str, value: Any) -> Any:
-    from .. import evaluate
-
-    return check.choice(name, value, sorted(evaluate.PROTOCOLS))
+    return check.choice(name, value, sorted(_robustness.PROTOCOLS))
 
 
 def _protocol_sizes(name: str, value: Any) -> Any:
