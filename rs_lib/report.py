@@ -3,8 +3,13 @@
 DESIGN.md, "The book": a page is written for a reader.  Every table a notebook displays goes through
 :func:`reader_table` (registered by :func:`use_reader_tables` as the notebooks' HTML form of a
 ``DataFrame``): no 0..n index column (a meaningful index becomes ordinary columns), no ``NaN`` (a
-dash, explained under the table), numbers rounded for reading.  :func:`train_table` is the
-training summary the smoothing notebooks print under their training cell.
+dash, explained under the table), numbers rounded for reading.  :func:`glue_table` glues such a
+table for a numbered ``{glue:figure}`` (``:figclass: rs-table``, numbered "Table N" by
+book/_ext/numbered_tables.py) and :func:`glue_value` a number for ``{glue:text}``.
+:func:`train_table` is the training summary the smoothing notebooks print under their training
+cell.  The verdicts (:func:`sign_verdict`, :func:`within_verdict`, :func:`ratio_verdict`) are the
+code of every Reading and of the chapters' "what reproduced" tables (:func:`claim`,
+:func:`claims_table`).
 """
 
 from __future__ import annotations
@@ -54,6 +59,43 @@ def reader_table(frame: pd.DataFrame, *, digits: int = 3, caption: str | None = 
     if notes:
         styler = styler.set_caption(" ".join(notes))
     return styler
+
+
+def table_note(scale: str, paper_setting: str | None = None) -> str:
+    """The note under a table: the page's scale line, and the setting of the paper's columns."""
+    return scale if paper_setting is None else f"{scale} Paper columns: {paper_setting}."
+
+
+def glue_table(name: str, frame: pd.DataFrame, scale: str, *, digits: int = 3,
+               paper_setting: str | None = None) -> None:
+    """Glue ``frame`` as a :func:`reader_table` under ``name``, with the scale line (and the paper
+    columns' setting; :func:`table_note`) and the dash's meaning under it, for a markdown cell's
+    ``{glue:figure}`` with ``:name: name`` and ``:figclass: rs-table`` (a numbered table)."""
+    from myst_nb import glue
+
+    _name(name)
+    glue(name, reader_table(frame, digits=digits, caption=table_note(scale, paper_setting)), display=False)
+
+
+def glue_value(name: str, value: Any, fmt: str | None = None) -> None:
+    """Glue a number under ``name`` for ``{glue:text}`` in the page's prose: formatted with
+    ``fmt`` (e.g. ``".1f"``, ``"+.3f"``) into a string when given, else as a plain ``float``/``int``
+    (for a format in the role).  NaN or None glues as the dash: a sentence never shows "nan"."""
+    from myst_nb import glue
+
+    _name(name)
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        value = DASH
+    elif fmt is not None:
+        value = format(float(value), fmt)
+    elif not isinstance(value, (str, int)):
+        value = float(value)  # a numpy scalar glues its repr ("np.float64(...)") otherwise
+    glue(name, value, display=False)
+
+
+def _name(name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string (the glue key), got {name!r}")
 
 
 def _frame_html(frame: pd.DataFrame) -> str:

@@ -116,3 +116,29 @@ def test_a_method_keeps_its_colour_whatever_else_is_in_the_figure():
     assert alone["Backward Smoothing"] == mixed["Backward Smoothing"]
     assert len(set(mixed.values())) == 4  # the unknown label takes a colour no method in the figure has
     assert plots.label_colours(["SmoothMix", "Gaussian"])["SmoothMix"] != plots.label_colours(["Gaussian"])["Gaussian"]
+
+
+def test_glue_value_formats_numbers_and_glues_a_dash_for_missing(monkeypatch):
+    import myst_nb
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.update({name: (value, display)}))
+    report.glue_value("a", np.float64(3.14159), ".2f")
+    report.glue_value("b", float("nan"), ".2f")
+    report.glue_value("c", np.float64(2.5))
+    report.glue_value("d", None)
+    assert glued == {"a": ("3.14", False), "b": (report.DASH, False), "c": (2.5, False), "d": (report.DASH, False)}
+    assert type(glued["c"][0]) is float
+    with pytest.raises(ValueError, match="name"):
+        report.glue_value("", 1.0)
+
+
+def test_glue_table_glues_the_reader_table_with_its_scale_and_dash_note(monkeypatch):
+    import myst_nb
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.update({name: (value, display)}))
+    report.glue_table("tab-x", pd.DataFrame({"a": [1.0, None]}), "Scale: smoke.", paper_setting="CIFAR-10")
+    styler, display = glued["tab-x"]
+    html = styler.to_html()
+    assert display is False and "Scale: smoke. Paper columns: CIFAR-10." in html and report.DASH_NOTE in html
