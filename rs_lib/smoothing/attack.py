@@ -1,10 +1,10 @@
 """PREDICT under attack: the empirical l2 robust accuracy of a smoothed classifier (SmoothAdv §4.3).
 
-Each input is attacked (an upper bound on what an adversary can do is not computed: this is a
-*lower* bound on the smoothed classifier's error, the complement of CERTIFY's guarantee), then
-classified by Cohen et al.'s PREDICT with fresh noise; an example counts as correct iff PREDICT
-returns its label (abstentions are wrong).  Each PREDICT answer is wrong with probability at most
-``alpha`` over its noise.
+Each input is attacked, then classified by Cohen et al.'s PREDICT with fresh noise; an example
+counts as correct iff PREDICT returns its label (abstentions are wrong).  What it guarantees: each
+PREDICT answer is g's with probability at least 1 - alpha over its noise; the accuracy itself is an
+*upper* bound on g's robust accuracy at eps (an attack finds some adversarial points, not all),
+the empirical counterpart of CERTIFY's lower bound.
 
 Public names:
 
