@@ -231,7 +231,7 @@ def _certify(args: argparse.Namespace) -> int:
 
     from . import _validate as check
     from . import data
-    from .smoothing import Smooth, acr, certify_dataset
+    from .smoothing import CertifySettings, Selection, Smooth, acr, certify_dataset
 
     for name in ("n0", "n", "batch", "skip"):
         check.positive_int(f"--{name}", getattr(args, name))
@@ -268,9 +268,10 @@ def _certify(args: argparse.Namespace) -> int:
     images = _FloatImages(split.images)
     channels_last = {"auto": "auto", "on": True, "off": False}[args.channels_last]
     smooth = Smooth(model, info.num_classes, sigma, channels_last=channels_last, compile=args.compile)
-    frame = certify_dataset(smooth, images, split.labels, n0=args.n0, n=args.n, alpha=args.alpha,
-                            batch_size=args.batch, out_path=out, start=args.start, stop=args.stop,
-                            skip=args.skip, seed=args.seed, progress=not args.no_progress)
+    frame = certify_dataset(smooth, images, split.labels,
+                            settings=CertifySettings(n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch),
+                            out_path=out, select=Selection(start=args.start, stop=args.stop, skip=args.skip),
+                            seed=args.seed, progress=not args.no_progress)
     print(f"certified {len(frame)} examples into {out} (sigma {sigma}, n {args.n}, alpha {args.alpha}): "
           f"accuracy {frame['correct'].mean():.4f}, ACR {acr(frame):.4f}, "
           f"abstained {(frame['predict'] == Smooth.ABSTAIN).mean():.4f}")

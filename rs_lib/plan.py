@@ -111,8 +111,16 @@ class _Evaluation:
     file: Callable[..., str]
 
 
+def _certification(kwargs: Mapping[str, Any]) -> smoothing.RunCertification:
+    """The certification of a job's ``kwargs`` (n_points, n0, n, alpha, sigma, batch_size, seed)."""
+    settings = smoothing.CertifySettings(n0=kwargs["n0"], n=kwargs["n"], alpha=kwargs["alpha"],
+                                         batch_size=kwargs["batch_size"])
+    return smoothing.RunCertification(settings=settings, n_points=kwargs["n_points"], sigma=kwargs["sigma"],
+                                      seed=kwargs["seed"])
+
+
 def _certify_call(run, settings, device, progress, **kwargs):
-    return smoothing.certify_run(run, **kwargs, device=device, progress=progress)
+    return smoothing.certify_run(run, _certification(kwargs), device=device, progress=progress)
 
 
 def _certify_file(config, settings, **kwargs):
@@ -132,7 +140,7 @@ EVALUATIONS: Mapping[str, _Evaluation] = MappingProxyType({
         lambda config, s: train.cached_name("noisy_accuracy", fd.noisy_accuracy_params(s))),
     "empirical": _Evaluation(
         lambda run, s, device, progress, **kw: sp.empirical(run, s, device=device, **kw),
-        lambda config, s, sigma, **kw: train.cached_name("empirical", sp.empirical_params(s, **kw))),
+        lambda config, s, **kw: train.cached_name("empirical", sp.empirical_params(s, **kw))),
     "interpolation": _Evaluation(
         lambda run, s, device, progress: sp.interpolation(run, s, device=device),
         lambda config, s: train.cached_name("interpolation", sp.interpolation_params(s))),
@@ -321,9 +329,9 @@ def _certify(p: _Plan, cfg: TrainConfig, label: str, sigma: float) -> None:
 
 
 def _cert(s: Any) -> dict[str, Any]:
-    kw = sp.cert_kwargs(s)
-    return {"n_points": kw["n_points"], "n0": kw["n0"], "n": kw["n"], "alpha": kw["alpha"],
-            "batch_size": kw["batch_size"], "seed": kw["seed"]}
+    c = sp.certification(s)
+    return {"n_points": c.n_points, "n0": c.settings.n0, "n": c.settings.n, "alpha": c.settings.alpha,
+            "batch_size": c.settings.batch_size, "seed": c.seed}
 
 
 def _gaussian(p: _Plan) -> dict[float, TrainConfig]:
@@ -351,7 +359,7 @@ def _rs_smoothadv_attacks(p: _Plan) -> None:
     for sigma, eps, attack, m, n, estimator in _empirical_requests(s):
         n_used = int(n or s.predict_n)
         p.evaluate(gaussian[sigma], f"Gaussian sigma {sigma}", "empirical", images=points,
-                   samples=points * (n_used + m * s.attack_steps), sigma=sigma, eps=eps, attack=attack, m=m,
+                   samples=points * (n_used + m * s.attack_steps), eps=eps, attack=attack, m=m,
                    n=n, estimator=estimator)
     for row in sp.vanilla_runs(s):
         _certify(p, row["config"], f"{row['label']} sigma {row['sigma']} eps {row['eps']}", row["sigma"])
@@ -493,11 +501,10 @@ def run_job(job: Job, *, device: str = "auto", root: str | Path | None = None,
         settings = _settings_of(job, small=max_iterations is not None)
         EVALUATIONS[job.spec["function"]].call(run, settings, device, progress, **kwargs)
     elif job.kind == "certify_shard":
-        smoothing.certify_run(run, **kwargs, shard=(job.spec["shard"], job.spec["shards"]),
+        smoothing.certify_run(run, _certification(kwargs), shard=(job.spec["shard"], job.spec["shards"]),
                               device=device, progress=progress)
     else:
-        kwargs.pop("batch_size")
-        smoothing.merge_certify_run(run, shards=job.spec["shards"], **kwargs)
+        smoothing.merge_certify_run(run, _certification(kwargs), shards=job.spec["shards"])
 
 
 #: With ``max_iterations`` (the paper-path smoke test), evaluations run on this few images and

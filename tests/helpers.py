@@ -56,3 +56,32 @@ def assert_lookups_equal_plan(experiment: str, profile: str, record) -> None:
     extra = sorted(looked_up - planned)
     assert not extra, f"{experiment} ({profile}): the notebook looked up {len(extra)} keys its plan lacks: {extra[:5]}"
     assert not missing, f"{experiment} ({profile}): the plan lists {len(missing)} jobs the notebook never used: {missing[:5]}"
+
+
+def certification(*, n_points, n0, n, alpha, batch_size, sigma=None, seed=0, split="test", which="last"):
+    """``smoothing.RunCertification`` from loose keywords (the tests' shorthand)."""
+    from rs_lib import smoothing
+
+    settings = smoothing.CertifySettings(n0=n0, n=n, alpha=alpha, batch_size=batch_size)
+    return smoothing.RunCertification(settings=settings, n_points=n_points, sigma=sigma, seed=seed, split=split,
+                                      which=which)
+
+
+_RUN_OPTIONS = ("shard", "device", "compile", "progress")
+
+
+def certify_run(run, **kwargs):
+    """``smoothing.certify_run`` with the certification given as loose keywords."""
+    from rs_lib import smoothing
+
+    options = {k: kwargs.pop(k) for k in _RUN_OPTIONS if k in kwargs}
+    return smoothing.certify_run(run, certification(**kwargs), **options)
+
+
+def certify_dataset(smooth, *data, n0, n, alpha, batch_size, indices=None, start=0, stop=None, skip=1, **options):
+    """``smoothing.certify_dataset`` with CERTIFY's settings and the selection as loose keywords."""
+    from rs_lib import smoothing
+
+    return smoothing.certify_dataset(
+        smooth, *data, settings=smoothing.CertifySettings(n0=n0, n=n, alpha=alpha, batch_size=batch_size),
+        select=smoothing.Selection(indices=indices, start=start, stop=stop, skip=skip), **options)

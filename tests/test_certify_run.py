@@ -12,6 +12,7 @@ import torch
 from scipy import stats
 from torch import nn
 
+from helpers import certify_run
 from rs_lib import attacks, smoothing, train
 
 
@@ -26,7 +27,7 @@ CERT = dict(n_points=5, n0=10, n=50, alpha=0.01, sigma=0.5, batch_size=64, seed=
 
 
 def test_certify_run_writes_tsv_in_run_dir_and_rereads_it_without_recomputing(tiny_run, monkeypatch):
-    first = smoothing.certify_run(tiny_run, **CERT)
+    first = certify_run(tiny_run, **CERT)
     files = list(tiny_run.dir.path.glob("certify-*.tsv"))
     assert len(files) == 1 and len(first) == 5
     # test points spread over the split: every len // n_points-th index
@@ -35,13 +36,13 @@ def test_certify_run_writes_tsv_in_run_dir_and_rereads_it_without_recomputing(ti
     def boom(*args, **kwargs):
         raise AssertionError("certify_dataset must not run for a finished file")
 
-    monkeypatch.setattr(smoothing, "certify_dataset", boom)
-    again = smoothing.certify_run(tiny_run, **{**CERT, "batch_size": 7})  # batch size is not in the hash
+    monkeypatch.setattr(smoothing.dataset, "certify_dataset", boom)
+    again = certify_run(tiny_run, **{**CERT, "batch_size": 7})  # batch size is not in the hash
     pd.testing.assert_frame_equal(first, again)
 
 
 def test_certify_run_resumes_a_killed_file_to_the_same_rows(tiny_run):
-    full = smoothing.certify_run(tiny_run, **CERT)
+    full = certify_run(tiny_run, **CERT)
     path = next(tiny_run.dir.path.glob("certify-*.tsv"))
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:3]) + lines[3][:5])          # two rows kept, a torn third
@@ -49,14 +50,14 @@ def test_certify_run_resumes_a_killed_file_to_the_same_rows(tiny_run):
     meta = json.loads(meta_path.read_text())                     # no completion record yet
     del meta["complete"]
     meta_path.write_text(json.dumps(meta))
-    resumed = smoothing.certify_run(tiny_run, **CERT)
+    resumed = certify_run(tiny_run, **CERT)
     cols = ["idx", "label", "predict", "radius", "correct", "p_lower", "count", "n"]
     pd.testing.assert_frame_equal(full[cols], resumed[cols])
 
 
 def test_certify_run_settings_change_the_cached_file(tiny_run):
-    smoothing.certify_run(tiny_run, **CERT)
-    smoothing.certify_run(tiny_run, **{**CERT, "n": 60})
+    certify_run(tiny_run, **CERT)
+    certify_run(tiny_run, **{**CERT, "n": 60})
     assert len(list(tiny_run.dir.path.glob("certify-*.tsv"))) == 2
 
 
@@ -65,12 +66,12 @@ def test_certify_run_settings_change_the_cached_file(tiny_run):
                                           ({"split": "dev"}, "split"), ({"n_points": 10**6}, "n_points")])
 def test_certify_run_rejects_bad_arguments(tiny_run, change, name):
     with pytest.raises(ValueError, match=name):
-        smoothing.certify_run(tiny_run, **{**CERT, **change})
+        certify_run(tiny_run, **{**CERT, **change})
 
 
 def test_certify_run_rejects_something_that_is_not_a_run():
     with pytest.raises(ValueError, match="run"):
-        smoothing.certify_run(object(), **CERT)
+        certify_run(object(), **CERT)
 
 
 def test_summary_table_holds_acr_abstention_and_accuracy_at_radii():
@@ -130,8 +131,9 @@ def test_adversarial_interpolation_returns_paths_from_x_to_its_smoothmix_adversa
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
     x, y = torch.rand(6, 3, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
     ratios = np.linspace(0, 1, 5)
-    out = smoothing.adversarial_interpolation(model, x, y, sigma=0.2, step_size=1.0, steps=3, num_noise=4,
-                                              ratios=ratios, generator=torch.Generator().manual_seed(0))
+    ascent = smoothing.SmoothMixAscent(sigma=0.2, step_size=1.0, steps=3, num_noise=4)
+    out = smoothing.adversarial_interpolation(model, x, y, ascent=ascent, ratios=ratios,
+                                              generator=torch.Generator().manual_seed(0))
     assert out["true"].shape == out["other"].shape == (6, 5)
     assert out["other_class"].shape == (6,) and (out["other_class"] != y.numpy()).all()
     finite = out["ratio"][np.isfinite(out["ratio"])]

@@ -23,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import certify_run
 from rs_lib import attacks, data, evaluate, robustness, smoothing, store, train
 from rs_lib.__main__ import main
 from rs_lib.train import TrainConfig, run_training
@@ -56,7 +57,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("finished")
     os.environ["RS_CACHE"] = str(root / "cache")
     run = run_training(TrainConfig(**TINY), root=root / "store", device="cpu", progress=False)
-    smoothing.certify_run(run, **CERT)
+    certify_run(run, **CERT)
     return root / "store"
 
 
@@ -370,7 +371,7 @@ def test_certify_dataset_rejects_labels_outside_num_classes(tmp_path):
     y[1] = 5
     smooth = smoothing.Smooth(_model(), 3, 0.25)
     with pytest.raises(ValueError, match="labels"):
-        smoothing.certify_dataset(smooth, x, y, n0=4, n=8, alpha=0.01, batch_size=8,
+        smoothing.certify_dataset(smooth, x, y, settings=smoothing.CertifySettings(n0=4, n=8, alpha=0.01, batch_size=8),
                                   out_path=tmp_path / "c.tsv", progress=False)
     assert not (tmp_path / "c.tsv").exists()
 
@@ -486,12 +487,12 @@ def test_truncated_certification_is_detected_named_and_recovered(run_copy, capsy
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[: len(lines) // 2]))
     with pytest.raises(store.DamagedFileError, match=path.name) as caught:
-        smoothing.certify_run(run_copy, **CERT)
+        certify_run(run_copy, **CERT)
     assert f"python -m rs_lib discard {tsv}" in str(caught.value)
     assert main(["discard", str(tsv)]) == 0
     capsys.readouterr()
     assert not tsv.exists() and not tsv.with_name(tsv.name + ".meta.json").exists()
-    again = smoothing.certify_run(run_copy, **CERT)
+    again = certify_run(run_copy, **CERT)
     cols = ["idx", "label", "predict", "radius", "correct", "p_lower", "count", "n"]
     assert again[cols].equals(original[cols])
 

@@ -1,5 +1,5 @@
 """Tests of the smoothing chapters' training objectives (rs_lib.methods.smoothing), the empirical
-robust accuracy of a smoothed classifier (rs_lib.evaluate.empirical_accuracy) and the `certify`
+robust accuracy of a smoothed classifier (rs_lib.smoothing.empirical_accuracy) and the `certify`
 command: stated pass counts, BatchNorm modes, noise reuse, warm-ups, SmoothMix's targets and mask,
 and end-to-end runs on synthetic data."""
 
@@ -16,9 +16,9 @@ from torch import nn
 from helpers import linear_classifier
 from rs_lib import attacks, methods
 from rs_lib.__main__ import main
-from rs_lib.evaluate import empirical_accuracy
 from rs_lib.methods import StepContext
 from rs_lib.methods import smoothing as sm
+from rs_lib import smoothing
 from rs_lib.smoothing import Smooth, example_generator, read_certify_tsv
 from rs_lib.train import TrainConfig, run_training
 
@@ -409,6 +409,15 @@ def test_configs_validate_their_arguments():
 # --------------------------------------------------------------------------------------------
 # Empirical robust accuracy of the smoothed classifier
 # --------------------------------------------------------------------------------------------
+
+
+def empirical_accuracy(model, data, *, sigma, eps, attack="pgd", steps=20, num_noise=32, n=1000, alpha=0.001,
+                       batch_size=1000, estimator="plugin", generator=None):
+    """``smoothing.empirical_accuracy`` with the attack and PREDICT settings as loose keywords."""
+    return smoothing.empirical_accuracy(
+        model, data, sigma=sigma,
+        attack=smoothing.SmoothedAttack(eps=eps, attack=attack, steps=steps, num_noise=num_noise, estimator=estimator),
+        predict=smoothing.PredictSettings(n=n, alpha=alpha, batch_size=batch_size), generator=generator)
 
 
 @pytest.mark.parametrize("attack", ["pgd", "ddn", "base_pgd"])

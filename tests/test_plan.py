@@ -5,6 +5,7 @@ and certification sharded by index range then merged, equal to one process row f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import types
@@ -117,7 +118,7 @@ def test_run_job_fills_the_store_that_the_notebook_functions_read(tmp_path):
     s = profiles.resolve("rs_certified_curves", "smoke")
     run = train.run_training(sp.model_config(s, s.models["Gaussian"], 0.5), experiment=sp.STORE, root=root)
     mtime = {p: p.stat().st_mtime_ns for p in run.dir.path.iterdir()}
-    frame = smoothing.certify_run(run, **sp.cert_kwargs(s), sigma=0.5, device="cpu", progress=False)
+    frame = smoothing.certify_run(run, sp.certification(s), device="cpu", progress=False)
     assert len(frame) == s.cert_points
     assert {p: p.stat().st_mtime_ns for p in run.dir.path.iterdir()} == mtime   # read back, nothing redone
 
@@ -150,8 +151,10 @@ def test_sharded_certification_merged_equals_one_process_row_for_row(tmp_path, m
     cfg = sp.model_config(s, s.models["Gaussian"], 0.25)
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     run = train.run_training(cfg, experiment=sp.STORE, root=single, device="cpu", progress=False)
-    cert = dict(sp.cert_kwargs(s), n_points=7, n=60)
-    whole = smoothing.certify_run(run, **cert, sigma=0.25, device="cpu", progress=False)
+    c = sp.certification(s)
+    cert = {"n_points": 7, "n0": c.settings.n0, "n": 60, "alpha": c.settings.alpha, "seed": c.seed}
+    certification = dataclasses.replace(c, n_points=7, settings=dataclasses.replace(c.settings, n=60))
+    whole = smoothing.certify_run(run, certification, device="cpu", progress=False)
 
     monkeypatch.setattr(plan, "CERTIFY_SHARD_SAMPLES", 2 * (cert["n0"] + cert["n"]))   # 2 images a shard
     p = plan._Plan("rs_certified_curves", "smoke", {}, sp.STORE)
@@ -181,7 +184,7 @@ def test_sharded_certification_merged_equals_one_process_row_for_row(tmp_path, m
                          for line in Path(path).read_text().splitlines()]
     assert cols(merged_path) == cols(run.dir.path / name)
     rerun = train.Run(train.run_dir_for(cfg, experiment=sp.STORE, root=sharded), cfg)
-    read = smoothing.certify_run(rerun, **cert, sigma=0.25, device="cpu", progress=False)
+    read = smoothing.certify_run(rerun, certification, device="cpu", progress=False)
     assert read.drop(columns="time").equals(whole.drop(columns="time"))
 
     # max_iterations (the paper-path check): one image per shard at a small n, merged, the real file untouched
@@ -264,8 +267,8 @@ class _Recorder:
         self.keys.add((experiment, key))
         return _FakeRun(self, experiment, key, cfg)
 
-    def certify_run(self, run, *, device="auto", progress=True, batch_size, compile=False, **params):
-        self.keys.add((run.store, f"{run.key}/{smoothing.certify_file_name(smoothing.certify_params(**params))}"))
+    def certify_run(self, run, certification, *, device="auto", progress=True, compile=False):
+        self.keys.add((run.store, f"{run.key}/{smoothing.certify_file_name(certification.params(run.config))}"))
         return ANY
 
 

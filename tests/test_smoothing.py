@@ -14,10 +14,10 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
-from helpers import linear_classifier
+from helpers import certify_dataset, linear_classifier
 from rs_lib import smoothing
 from rs_lib.smoothing import (
-    ABSTAIN, Certificate, Smooth, abstention_rate, acr, certified_accuracy, certify_dataset,
+    ABSTAIN, Certificate, Smooth, abstention_rate, acr, certified_accuracy,
     example_generator, high_prob_accuracy, l2_to_linf, lower_confidence_bound, merge_certify_tsv,
     prediction_from_counts, read_certify_tsv, upper_envelope,
 )

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import certify_run
 from rs_lib import lock, smoothing, train
 from rs_lib.train import TrainConfig, run_training
 
@@ -141,15 +142,15 @@ import torch
 torch.set_num_threads(1)
 from torch import nn
 from rs_lib import lock
-from rs_lib.smoothing import Smooth, certify_dataset
+from rs_lib.smoothing import CertifySettings, Smooth, certify_dataset
 torch.manual_seed(1)
 model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 4)).eval()
 gen = torch.Generator().manual_seed(4)
 images, labels = torch.rand(10, 1, 8, 8, generator=gen), torch.randint(0, 4, (10,), generator=gen)
 out, flag = Path(sys.argv[1]), Path(sys.argv[2])
 def certify():
-    certify_dataset(Smooth(model, 4, 0.5), images, labels, n0=20, n=200, alpha=0.01, batch_size=64,
-                    out_path=out, progress=False)
+    certify_dataset(Smooth(model, 4, 0.5), images, labels,
+                    settings=CertifySettings(n0=20, n=200, alpha=0.01, batch_size=64), out_path=out, progress=False)
 if sys.argv[3] == "first":
     with lock.hold(out.with_name(out.name + ".lock"), what="first"):
         print("HELD", flush=True)
@@ -188,11 +189,12 @@ def test_two_processes_certifying_into_one_file_leave_one_valid_tsv(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 4)).eval()
     gen = torch.Generator().manual_seed(4)
     images, labels = torch.rand(10, 1, 8, 8, generator=gen), torch.randint(0, 4, (10,), generator=gen)
-    again = smoothing.certify_dataset(smoothing.Smooth(model, 4, 0.5), images, labels, n0=20, n=200, alpha=0.01,
-                                      batch_size=64, out_path=out, progress=False)
+    settings = smoothing.CertifySettings(n0=20, n=200, alpha=0.01, batch_size=64)
+    again = smoothing.certify_dataset(smoothing.Smooth(model, 4, 0.5), images, labels, settings=settings,
+                                      out_path=out, progress=False)
     pd.testing.assert_frame_equal(again, frame)
-    alone = smoothing.certify_dataset(smoothing.Smooth(model, 4, 0.5), images, labels, n0=20, n=200, alpha=0.01,
-                                      batch_size=64, out_path=tmp_path / "alone.tsv", progress=False)
+    alone = smoothing.certify_dataset(smoothing.Smooth(model, 4, 0.5), images, labels, settings=settings,
+                                      out_path=tmp_path / "alone.tsv", progress=False)
     pd.testing.assert_frame_equal(frame.drop(columns="time"), alone.drop(columns="time"))
 
 
@@ -219,5 +221,4 @@ def test_read_only_reads_finished_runs_and_cached_results_but_computes_nothing(t
     with pytest.raises(lock.MissingResultError, match="evaluation 'answer-.*json' of run"):
         again.cached("answer", {"a": 2}, lambda: 43)
     with pytest.raises(lock.MissingResultError, match="certification 'certify-"):
-        smoothing.certify_run(again, n_points=2, n0=10, n=20, alpha=0.01, sigma=0.25, batch_size=10,
-                              progress=False)
+        certify_run(again, n_points=2, n0=10, n=20, alpha=0.01, sigma=0.25, batch_size=10, progress=False)

@@ -59,10 +59,11 @@ def noisy_accuracy_params(settings: Any) -> dict[str, Any]:
     return {"eval_sigmas": settings.eval_sigmas, "n_test": settings.n_test}
 
 
-def noisy_accuracy(run: Any, settings: Any, *, device: str = "auto") -> dict[str, float]:
+def noisy_accuracy(run: Any, settings: Any, *, device: str = "auto") -> dict[float, float]:
     """Accuracy of a run's best model on the first ``n_test`` test images under Gaussian noise of
-    each of ``eval_sigmas`` (Cohen et al. App. B: the base classifier under noise), keyed by
-    ``str(sigma)``; computed once, then read from the run directory."""
+    each of ``eval_sigmas`` (Cohen et al. App. B: the base classifier under noise), keyed by the
+    sigmas of ``eval_sigmas`` themselves (the cached file keys them by ``str(sigma)``: JSON keys are
+    strings); computed once, then read from the run directory."""
     from .. import data, evaluate
 
     def compute() -> dict[str, float]:
@@ -73,4 +74,5 @@ def noisy_accuracy(run: Any, settings: Any, *, device: str = "auto") -> dict[str
         acc = evaluate.accuracy_under_noise(model, batches, settings.eval_sigmas, seed=settings.seed)
         return {str(k): v for k, v in acc.items()}
 
-    return run.cached("noisy_accuracy", noisy_accuracy_params(settings), compute)
+    stored = run.cached("noisy_accuracy", noisy_accuracy_params(settings), compute)
+    return {sigma: stored[str(sigma)] for sigma in settings.eval_sigmas}

@@ -522,29 +522,32 @@ def _alpha_t(alpha: float, steps: int) -> str:
 
 def ablation_runs(settings: Any) -> list[dict[str, Any]]:
     """SmoothMix App. H at ``settings.ablation_sigma``: rows ``ablation`` (eta, alpha_T, eps, m),
-    ``setting`` (the paper table's label, e.g. ``eta=1``), ``config``.  The preset's SmoothMix
+    ``setting`` (the paper table's label, e.g. ``eta=1``), ``value`` (the varied hyperparameter
+    itself: eta, (alpha, T), the eps limit (inf: none) or m), ``default``, ``config``.  The preset's SmoothMix
     model is the default point of every axis; each axis varies one hyperparameter from it."""
     sigma = settings.ablation_sigma
     spec = settings.models["SmoothMix"]
     base = method_params(spec, sigma)
     rows = []
 
-    def add(ablation: str, setting: str, **changes: Any) -> None:
-        rows.append({"ablation": ablation, "setting": setting, "default": not changes,
+    def add(ablation: str, setting: str, value: Any, **changes: Any) -> None:
+        rows.append({"ablation": ablation, "setting": setting, "value": value, "default": not changes,
                      "config": model_config(settings, spec, sigma, **changes)})
 
     for eta in sorted({base["eta"], *settings.ablation_etas}):
-        add("eta", f"eta={eta:g}", **({} if eta == base["eta"] else {"eta": eta}))
+        add("eta", f"eta={eta:g}", eta, **({} if eta == base["eta"] else {"eta": eta}))
     pairs = {(float(base["step_size"]), int(base["steps"]))} | {(float(a), int(t)) for a, t in settings.ablation_alpha_steps}
     for alpha, steps in sorted(pairs, key=lambda p: -p[0]):
         same = (alpha, steps) == (base["step_size"], base["steps"])
-        add("alpha_T", _alpha_t(alpha, steps), **({} if same else {"step_size": alpha, "steps": steps}))
+        add("alpha_T", _alpha_t(alpha, steps), (alpha, steps), **({} if same else {"step_size": alpha, "steps": steps}))
     norms = [n for n in settings.ablation_maxnorms if n is not None]
     for norm in sorted(norms):
-        add("eps", f"eps={norm:.1f}", maxnorm=float(norm))
-    add("eps", "eps=inf" if base.get("maxnorm") is None else f"eps={base['maxnorm']:.1f}")
+        add("eps", f"eps={norm:.1f}", float(norm), maxnorm=float(norm))
+    base_norm = base.get("maxnorm")
+    add("eps", "eps=inf" if base_norm is None else f"eps={base_norm:.1f}",
+        math.inf if base_norm is None else float(base_norm))
     for m in sorted({base["num_noise"], *settings.ablation_num_noise}):
-        add("m", f"m={m}", **({} if m == base["num_noise"] else {"num_noise": m}))
+        add("m", f"m={m}", m, **({} if m == base["num_noise"] else {"num_noise": m}))
     return rows
 
 
@@ -569,10 +572,17 @@ def vanilla_runs(settings: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def cert_kwargs(settings: Any) -> dict[str, Any]:
-    """The CERTIFY settings of a preset as keyword arguments of ``smoothing.certify_run``."""
-    return {"n_points": settings.cert_points, "n0": settings.cert_n0, "n": settings.cert_n,
-            "alpha": settings.cert_alpha, "batch_size": settings.cert_batch, "seed": settings.seed}
+def certification(settings: Any, *, sigma: float | None = None):
+    """The preset's certification of a stored run (``smoothing.certify_run``'s argument): CERTIFY
+    with ``cert_n0``, ``cert_n``, ``cert_alpha``, ``cert_batch`` on ``cert_points`` test points,
+    noise seeded by ``seed``, at the run's own training sigma (``sigma``: only for a model trained
+    without one, e.g. vanilla PGD)."""
+    from .. import smoothing
+
+    cert = smoothing.CertifySettings(n0=settings.cert_n0, n=settings.cert_n, alpha=settings.cert_alpha,
+                                     batch_size=settings.cert_batch)
+    return smoothing.RunCertification(settings=cert, n_points=settings.cert_points, sigma=sigma,
+                                      seed=settings.seed)
 
 
 # ------------------------------------------------------------------------------ evaluations on stored runs
@@ -595,27 +605,32 @@ def empirical_params(settings: Any, *, eps: float, attack: str = "pgd", m: int =
                 alpha=settings.cert_alpha, batch=settings.cert_batch, seed=settings.seed)
 
 
-def empirical(run: Any, settings: Any, *, sigma: float, eps: float, attack: str = "pgd", m: int = 1,
-              n: int | None = None, estimator: str = "plugin", device: str = "auto") -> dict[str, float]:
+def empirical(run: Any, settings: Any, *, eps: float, attack: str = "pgd", m: int = 1, n: int | None = None,
+              estimator: str = "plugin", device: str = "auto") -> dict[str, float]:
     """SmoothAdv §4.3: PREDICT accuracy (and abstention) of the smoothed last model of ``run`` at
-    ``sigma`` on the :func:`attack_indices` points attacked at l2 radius ``eps`` (``attack`` 'pgd'
-    = SmoothAdv with ``m`` noise samples, 'base_pgd' = vanilla PGD on f; ``estimator`` 'plugin' or
-    'stein'), PREDICT with ``n`` samples (default ``predict_n``); cached in the run."""
+    its own training sigma (from its stored config) on the :func:`attack_indices` points attacked
+    at l2 radius ``eps`` (``attack`` 'pgd' = SmoothAdv with ``m`` noise samples, 'base_pgd' =
+    vanilla PGD on f; ``estimator`` 'plugin' or 'stein'), PREDICT with ``n`` samples (default
+    ``predict_n``); cached in the run."""
     import torch
 
-    from .. import data, evaluate, smoothing
+    from .. import data, smoothing
 
     params = empirical_params(settings, eps=eps, attack=attack, m=m, n=n, estimator=estimator)
 
     def compute() -> dict[str, float]:
+        sigma = smoothing.run_sigma(run.config)
         test = data.load(settings.dataset, "test")
         points = test.subset(attack_indices(settings, len(test)))
         model = run.load_model("last", device=device)
         gen = torch.Generator(device=smoothing.model_device(model)).manual_seed(settings.seed)
-        out = evaluate.empirical_accuracy(model, points, sigma=sigma, eps=eps, attack=attack,
-                                          steps=settings.attack_steps, num_noise=params["m"], n=params["n"],
-                                          alpha=settings.cert_alpha, batch_size=settings.cert_batch,
-                                          estimator=estimator, generator=gen)
+        out = smoothing.empirical_accuracy(
+            model, points, sigma=sigma,
+            attack=smoothing.SmoothedAttack(eps=eps, attack=attack, steps=settings.attack_steps,
+                                            num_noise=params["m"], estimator=estimator),
+            predict=smoothing.PredictSettings(n=params["n"], alpha=settings.cert_alpha,
+                                              batch_size=settings.cert_batch),
+            generator=gen)
         return {"accuracy": out.accuracy, "abstain": out.abstain_rate}
 
     return run.cached("empirical", params, compute)
@@ -635,7 +650,7 @@ def interpolation_params(settings: Any) -> dict[str, Any]:
 
 def interpolation(run: Any, settings: Any, *, device: str = "auto") -> dict[str, Any]:
     """SmoothMix Fig. 2 / 5: :func:`rs_lib.smoothing.adversarial_interpolation` of a run's last model
-    at ``ablation_sigma`` on the :func:`interpolation_indices` points (lists, NaN ratios as None);
+    at its own training sigma (which must be ``ablation_sigma``, the cached result's) on the :func:`interpolation_indices` points (lists, NaN ratios as None);
     cached in the run."""
     import numpy as np
     import torch
@@ -643,13 +658,17 @@ def interpolation(run: Any, settings: Any, *, device: str = "auto") -> dict[str,
     from .. import data, smoothing
 
     def compute() -> dict[str, Any]:
+        sigma = smoothing.run_sigma(run.config)
+        if not math.isclose(sigma, settings.ablation_sigma, rel_tol=0, abs_tol=1e-9):
+            raise ValueError(f"run must be trained at ablation_sigma {settings.ablation_sigma} (the cached "
+                             f"result's sigma), got a run at sigma {sigma}")
         test = data.load(settings.dataset, "test")
         model = run.load_model("last", device=device)
         x, y = test.subset(interpolation_indices(settings, len(test))).tensors(smoothing.model_device(model))
+        ascent = smoothing.SmoothMixAscent(sigma=sigma, step_size=settings.interp_step_size,
+                                           steps=settings.interp_steps, num_noise=settings.interp_num_noise)
         out = smoothing.adversarial_interpolation(
-            model, x, y, sigma=settings.ablation_sigma, step_size=settings.interp_step_size,
-            steps=settings.interp_steps, num_noise=settings.interp_num_noise,
-            ratios=np.linspace(0, 1, settings.interp_ratios),
+            model, x, y, ascent=ascent, ratios=np.linspace(0, 1, settings.interp_ratios),
             generator=torch.Generator(device=x.device).manual_seed(settings.seed))
         return {k: [None if np.isnan(v) else float(v) for v in a] if k == "ratio" else a.tolist()
                 for k, a in out.items()}
