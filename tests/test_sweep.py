@@ -25,7 +25,7 @@ import torch
 from rs_lib import costs, lock, plan, store, sweep, train
 from rs_lib.__main__ import main
 from rs_lib.plan import Job
-from rs_lib.train import TrainConfig, run_training
+from rs_lib.train import Control, TrainConfig, run_training
 
 # submitit pickles the runner with cloudpickle: ship this module's plan by value (the job
 # processes do not have tests/ on their path).
@@ -255,7 +255,7 @@ def test_requeue_through_checkpoint_resumes_the_same_job_from_the_store(root, fa
 
     with pytest.raises(Preempted):        # the job is stopped after one epoch (checkpoint stored)
         run_training(TrainConfig(**job.spec["config"]), experiment=STORE, root=root, progress=False,
-                     on_epoch_end=preempt)
+                     control=Control(on_epoch_end=preempt))
     requeued = submission.function.checkpoint(*submission.args, **submission.kwargs)   # submitit on USR2
     assert isinstance(requeued, submitit.helpers.DelayedSubmission)
     assert requeued.function is submission.function
