@@ -239,3 +239,27 @@ def test_cli_train_flags_reach_every_field_with_trainconfig_defaults():
                                                                                {"eps": 0.1})
     assert cfg.milestones == (0.3, 0.6)
     assert config("--method-params", "sigma=0.25", "--method", "gaussian").method_params == {"sigma": 0.25}
+
+
+def test_run_open_serves_a_run_folder_and_a_checkpoint_file_with_one_default(tmp_path):
+    run = run_training(TrainConfig(**{**TINY, "epochs": 1}), root=tmp_path, device="cpu", progress=False)
+    assert train.DEFAULT_CHECKPOINT == "last"
+    opened = train.Run.open(run.dir.path)
+    assert opened.config == run.config and opened.dir.path == run.dir.path
+    default, last = opened.load_model().state_dict(), run.load_model("last").state_dict()
+    assert all(torch.equal(default[k], last[k]) for k in last)
+    from_file = train.Run.open(run.dir.file("checkpoint_best.pt"))
+    best, mine = run.load_model("best").state_dict(), from_file.load_model().state_dict()
+    assert from_file.config == run.config and all(torch.equal(best[k], mine[k]) for k in best)
+    with pytest.raises(ValueError, match="which"):
+        from_file.load_model("last")   # a checkpoint file is the model it names
+    with pytest.raises(ValueError, match="does not exist"):
+        train.Run.open(tmp_path / "absent.pt")
+
+
+def test_cli_help_states_the_default_checkpoint(capsys):
+    from rs_lib.__main__ import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["certify", "--help"])
+    assert f"(default: {train.DEFAULT_CHECKPOINT}" in " ".join(capsys.readouterr().out.split())
