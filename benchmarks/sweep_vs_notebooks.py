@@ -38,11 +38,11 @@ def timed(label: str, fn) -> tuple[float, float]:
 
 
 def render(names: list[str], profile: str, out: Path, read_only: bool) -> None:
-    from rs_lib import book
+    from rs_lib import execute
 
     for name in names:
-        book.execute_notebook(name, profile=profile, output_dir=out, progress=False, threads=1,
-                              read_only=read_only)
+        execute.execute_notebook(name, profile=profile, output_dir=out, progress=False, threads=1,
+                                 read_only=read_only)
 
 
 def sweep(names: list[str], profile: str, workers: int) -> None:

@@ -18,7 +18,7 @@ EPILOG = """examples:
   python -m rs_lib list                                   # methods, datasets, models
   python -m rs_lib train --method gaussian --param sigma=0.5 --dataset fashion-mnist --model lenet --epochs 5
   python -m rs_lib certify --run results/adhoc/<hash> --n 10000 --stop 500 --out cert.tsv
-                                                          # CERTIFY the run's best model (sigma: the run's)
+                                                          # CERTIFY the run's last model (sigma: the run's)
   python -m rs_lib evaluate --run results/adhoc/<hash> --protocol clean pgd20_bs autoattack_fast
                                                           # robust accuracy table (eps: the run's)
   python -m rs_lib data --download fashion-mnist          # fetch a dataset (needs network)
@@ -52,36 +52,61 @@ def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+#: Spellings of TrainConfig fields whose flag is not just the field's name (kept working as aliases).
+TRAIN_FLAGS: dict[str, tuple[str, ...]] = {"method_params": ("--param", "--method-param"),
+                                           "eval_params": ("--eval-param",)}
+
+
+def _field_flags(name: str) -> list[str]:
+    """The flags of TrainConfig field ``name``: its former spellings first, then ``--<name>``."""
+    canonical = "--" + name.replace("_", "-")
+    return [*(f for f in TRAIN_FLAGS.get(name, ()) if f != canonical), canonical]
+
+
+def _add_field(p: argparse.ArgumentParser, f: Any, kind: Any) -> None:
+    """One flag per TrainConfig field, its type from the annotation, its help and default from the
+    field; no argparse default, so a field left out takes TrainConfig's own."""
+    import dataclasses
+    import types
+    import typing
+
+    from .train import HELP
+
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    shown = ", ".join(map(str, default)) if isinstance(default, tuple) else default
+    text = f.metadata.get(HELP, "")
+    if default is not None:   # a None default: the help says what it means
+        text += f" (default: {shown if shown not in ((), '', {}) else 'none'})"
+    base = dict(dest=f.name, default=argparse.SUPPRESS, help=text.replace("%", "%%"))
+    flags = _field_flags(f.name)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):   # X | None: a flag of type X
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        p.add_argument(*flags, action=argparse.BooleanOptionalAction, **base)
+    elif origin is tuple:
+        p.add_argument(*flags, nargs="+", type=typing.get_args(kind)[0], metavar=f.name.upper(), **base)
+    elif origin is not None:   # Mapping[str, Any]: repeatable KEY=VALUE pairs
+        p.add_argument(*flags, action="append", metavar="KEY=VALUE", **{**base, "help": text + "; repeatable"})
+    else:
+        p.add_argument(*flags, type=kind, **base)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    import dataclasses
+    import typing
+
+    from .train import TrainConfig
+
     p = sub.add_parser("train", help="train one model into the run store",
                        description="Train one model with one method into results/<experiment>/<hash>/. "
-                                   "Unspecified settings take TrainConfig's defaults; see `list` for names.")
+                                   "One flag per TrainConfig field; a field left out takes TrainConfig's "
+                                   "default. See `list` for the names of methods, datasets and models.")
     p.add_argument("--experiment", default="adhoc", help="store folder name (default: adhoc)")
-    p.add_argument("--method", default="standard", help="training objective (see `list`)")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="method hyperparameter, repeatable (e.g. --param sigma=0.5)")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--model", default="small_cnn")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--n-train", type=int, default=None, help="first N training images (default: all)")
-    p.add_argument("--n-val", type=int, default=1000, help="validation subset size for per-epoch metrics")
-    p.add_argument("--optimizer", default="sgd", help="sgd or adam")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--schedule", default="piecewise", help="constant, piecewise, cyclic or cosine")
-    p.add_argument("--milestones", type=float, nargs="+", default=[0.5, 0.75],
-                   help="piecewise: fractions of training where the lr is multiplied by --lr-decay")
-    p.add_argument("--lr-decay", type=float, default=0.1)
-    p.add_argument("--warmup-epochs", type=float, default=0.0, help="hyperparameter (eps) warm-up length")
-    p.add_argument("--no-augment", action="store_true", help="disable the dataset's augmentation")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--val-metrics", nargs="+", default=["clean"], help="per-epoch validation metrics")
-    p.add_argument("--eval-param", action="append", metavar="KEY=VALUE", help="validation metric parameter")
-    p.add_argument("--select-on", default="clean", help="validation metric that picks the best epoch")
-    p.add_argument("--seed", type=int, default=0)
+    config = p.add_argument_group("training configuration (TrainConfig: what the run's key is the hash of)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        _add_field(config, f, hints[f.name])
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--data-root", default=None, help="directory with the datasets (default: $RS_DATA or data/)")
@@ -89,17 +114,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _train_config(args: argparse.Namespace) -> Any:
+    """The TrainConfig of the flags given (the others: TrainConfig's defaults)."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    for name in TRAIN_FLAGS:
+        if name in given:
+            given[name] = _pairs(given[name], _field_flags(name)[0])
+    return TrainConfig(**given)
+
+
 def _train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .train import TrainConfig, run_training
+    from .train import run_training
 
-    cfg = TrainConfig(method=args.method, method_params=_pairs(args.param, "--param"), dataset=args.dataset,
-                      model=args.model, epochs=args.epochs, batch_size=args.batch_size, n_train=args.n_train,
-                      n_val=args.n_val, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                      nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
-                      milestones=tuple(args.milestones), lr_decay=args.lr_decay, warmup_epochs=args.warmup_epochs,
-                      augment=not args.no_augment, amp=args.amp, val_metrics=tuple(args.val_metrics),
-                      eval_params=_pairs(args.eval_param, "--eval-param"), select_on=args.select_on, seed=args.seed)
+    cfg = _train_config(args)
     run = run_training(cfg, experiment=args.experiment, root=args.results, data_root=args.data_root,
                        device=args.device, threads=args.threads, progress=not args.no_progress)
     if distributed.world_from_env().rank != 0:   # under torchrun, rank 0 reports
@@ -113,17 +145,21 @@ def _train(args: argparse.Namespace) -> int:
 
 def _add_model_source(p: argparse.ArgumentParser) -> None:
     """--run DIR | --checkpoint PATH, and --which: the model that certify and evaluate read."""
+    from .train import CHECKPOINTS, DEFAULT_CHECKPOINT
+
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="DIR", help="a run directory results/<experiment>/<hash>/")
     src.add_argument("--checkpoint", metavar="PATH",
                      help="a checkpoint .pt file of a run (its config: inside the file or config.json beside it)")
-    p.add_argument("--which", default="best", help="with --run: best or last checkpoint (default: best)")
+    p.add_argument("--which", default=None,
+                   help=f"with --run: the {' or '.join(CHECKPOINTS)} checkpoint (default: {DEFAULT_CHECKPOINT}, "
+                        "the final model, as the randomized-smoothing papers certify)")
 
 
 def _add_certify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("certify", help="certify a trained model with randomized smoothing (Cohen et al.)",
                        description="CERTIFY every selected example of a dataset split with the Gaussian-smoothed "
-                                   "model of a stored run (its best or last checkpoint) or of a checkpoint file, "
+                                   "model of a stored run (its last checkpoint, or --which best) or of a checkpoint file, "
                                    "writing the reference TSV (idx label predict radius correct time + p_lower "
                                    "count n). Re-running with the same --out resumes; disjoint --start/--stop "
                                    "ranges shard a run.")
@@ -150,66 +186,27 @@ def _add_certify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _load_for_certify(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """(TrainConfig, state_dict, where) of --run/--checkpoint, checked before any heavy work: a
-    run is verified (config hash, sizes, the checkpoint's digest), a file must be a checkpoint."""
+def _open_run(args: argparse.Namespace) -> Any:
+    """The :class:`~rs_lib.train.Run` of --run/--checkpoint, checked before any heavy work: a run
+    is verified (config hash, sizes), a file must be a checkpoint of a run."""
     from pathlib import Path
-
-    import torch
 
     from . import _validate as check
     from . import store
-    from .train import config_from_json
+    from .train import CHECKPOINTS, Run
 
     if args.run is not None:
-        check.choice("--which", args.which, ("best", "last"))
-        rd = store.open_run_dir(args.run)
-        name = f"checkpoint_{args.which}.pt"
-        state, where = rd.load_torch(name), str(rd.path / name)
-        config, config_path = rd.read_json(store.CONFIG), rd.path / store.CONFIG
-    else:
-        path = Path(args.checkpoint)
-        if not path.is_file():
-            raise ValueError(f"--checkpoint {str(path)!r} does not exist or is not a file; give a "
-                             "checkpoint_*.pt of a run")
-        if (path.parent / store.MANIFEST).is_file():  # inside a run: check its recorded digest
-            store.RunDir(path.parent, {}).verify_config()
-            store.RunDir(path.parent, {}).verified_file(path.name)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - pickle/zip errors have no common base
-            raise ValueError(f"--checkpoint {str(path)!r} is not a PyTorch checkpoint ({str(err).splitlines()[0]}); "
-                             "give a checkpoint_*.pt of a run") from None
-        if not isinstance(state, dict) or "model" not in state:
-            raise ValueError(f"--checkpoint {str(path)!r} is not an rs_lib checkpoint (no 'model' entry); "
-                             "give a checkpoint_*.pt of a run")
-        config_path, where = path.parent / store.CONFIG, str(path)
-        if isinstance(state.get("config"), dict):
-            config = state["config"]
-        elif config_path.is_file():
-            config = store.read_json(config_path)
-        else:
-            raise ValueError(f"no configuration for --checkpoint {str(path)!r}: expected {store.CONFIG} "
-                             "beside it (keep the checkpoint in its run folder)")
-    try:
-        cfg = config_from_json(config)
-    except TypeError as err:
-        raise ValueError(f"{config_path} is not a training configuration ({err})") from None
-    return cfg, state["model"], where
-
-
-def _build_checked_model(cfg: Any, state: Any, where: str, device: Any) -> Any:
-    """The run's architecture with the checkpoint's weights; a mismatch names both."""
-    from . import data
-    from .train import build_model_for
-
-    model = build_model_for(cfg, data.dataset_info(cfg.dataset))
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        raise ValueError(f"{where} does not hold weights of a {cfg.model} for {cfg.dataset} "
-                         f"({str(err).splitlines()[0].strip()}); give the checkpoint of this run") from None
-    return model.to(device).eval()
+        if args.which is not None:
+            check.choice("--which", args.which, CHECKPOINTS)
+        if not Path(args.run).is_dir():
+            store.open_run_dir(args.run)   # raises, naming --run
+        return Run.open(args.run, name="--run")
+    if args.which is not None:
+        raise ValueError("--which chooses a checkpoint of --run; --checkpoint names the file itself")
+    if Path(args.checkpoint).is_dir():
+        raise ValueError(f"--checkpoint {args.checkpoint!r} does not exist or is not a file; give a "
+                         "checkpoint_*.pt of a run (or the run's folder as --run)")
+    return Run.open(args.checkpoint, name="--checkpoint")
 
 
 def _check_out(out: Any) -> None:
@@ -246,7 +243,8 @@ def _certify(args: argparse.Namespace) -> int:
     if args.sigma is not None:
         check.positive("--sigma", args.sigma)
     device = check.resolve_device("--device", args.device)
-    cfg, state, where = _load_for_certify(args)
+    run = _open_run(args)
+    cfg = run.config
     sigma = args.sigma if args.sigma is not None else cfg.method_params.get("sigma")
     if sigma is None:
         raise ValueError(f"--sigma is required: the run's method {cfg.method!r} has no training sigma")
@@ -260,7 +258,7 @@ def _certify(args: argparse.Namespace) -> int:
         raise ValueError(f"--dataset {dataset!r} has inputs {info.shape}, the model expects "
                          f"{data.dataset_info(cfg.dataset).shape}")
 
-    model = _build_checked_model(cfg, state, where, device)
+    model = run.load_model(args.which, device=device)
     split = data.load(dataset, args.split, root=args.data_root, val_size=cfg.val_size)
     if args.start >= len(split):
         raise ValueError(f"--start {args.start} is past the end of {dataset} '{args.split}' ({len(split)} "
@@ -293,7 +291,7 @@ class _FloatImages:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="clean / PGD-k / AutoAttack accuracy of a stored run or checkpoint",
-                       description="Robust accuracy (l-inf) of a stored run's best or last model, or of a checkpoint "
+                       description="Robust accuracy (l-inf) of a stored run's last (or --which best) model, or of a checkpoint "
                                    "file, on the first --n examples of a split, under named protocols; prints a table.")
     _add_model_source(p)
     p.add_argument("--protocol", nargs="+", default=["clean", "pgd20_bs"],
@@ -327,7 +325,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     device = check.resolve_device("--device", args.device)
     if args.eps is not None:
         check.number("--eps", args.eps, low=0.0, high=1.0, low_open=True)
-    cfg, state, where = _load_for_certify(args)
+    run = _open_run(args)
+    cfg = run.config
     eps = args.eps if args.eps is not None else threat_eps(cfg)
     if eps is None and set(args.protocol) != {"clean"}:
         raise ValueError(f"--eps is required: the run's method {cfg.method!r} has no eps")
@@ -335,7 +334,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         check.number("--eps", eps, low=0.0, high=1.0, low_open=True)
     dataset = args.dataset or cfg.dataset
     check.choice("--dataset", dataset, data.DATASETS)
-    model = _build_checked_model(cfg, state, where, device)
+    model = run.load_model(args.which, device=device)
     split = data.load(dataset, args.split, root=args.data_root, n=args.n, val_size=cfg.val_size)
     print(f"{cfg.method} on {dataset} {args.split} (first {len(split)}), eps {eps}")
     print(f"{'protocol':20s} {'accuracy':>8s} {'seconds':>8s}  label")

@@ -191,10 +191,12 @@ class _Plan:
                        "samples": samples, **({"protocol": kwargs["protocol"]} if "protocol" in kwargs else {})}))
         return key
 
-    def certify(self, cfg: TrainConfig, label: str, *, sigma: float, n_points: int, n0: int, n: int,
-                alpha: float, batch_size: int, seed: int) -> str:
-        """Add the training run of ``cfg`` and its certification as ``smoothing.certify_run`` does
-        it: one 'evaluate' job, or above :data:`CERTIFY_SHARD_SAMPLES` shards plus a merge."""
+    def certify(self, cfg: TrainConfig, label: str, *, sigma: float, cert: Mapping[str, Any]) -> str:
+        """Add the training run of ``cfg`` and its certification at ``sigma`` with the settings
+        ``cert`` (n_points, n0, n, alpha, batch_size, seed: :func:`_cert`) as
+        ``smoothing.certify_run`` does it: one 'evaluate' job, or above
+        :data:`CERTIFY_SHARD_SAMPLES` shards plus a merge."""
+        n_points, n0, n, alpha, batch_size, seed = (cert[k] for k in _CERT_KEYS)
         kwargs = dict(n_points=n_points, n0=n0, n=n, alpha=alpha, sigma=float(sigma), batch_size=batch_size,
                       seed=seed)
         samples = n_points * (n0 + n)
@@ -325,7 +327,11 @@ def _bs_ablations(p: _Plan) -> None:
 
 
 def _certify(p: _Plan, cfg: TrainConfig, label: str, sigma: float) -> None:
-    p.certify(cfg, label, sigma=sigma, **_cert(p.settings))
+    p.certify(cfg, label, sigma=sigma, cert=_cert(p.settings))
+
+
+#: The certification settings a plan takes from a chapter's ``cert_kwargs``.
+_CERT_KEYS = ("n_points", "n0", "n", "alpha", "batch_size", "seed")
 
 
 def _cert(s: Any) -> dict[str, Any]:
@@ -489,9 +495,8 @@ def run_job(job: Job, *, device: str = "auto", root: str | Path | None = None,
     if max_iterations is not None:
         check.positive_int("max_iterations", max_iterations)
     if job.kind == "train":
-        extra = {} if max_iterations is None else {"max_iterations": max_iterations}
         train.run_training(_config(job), experiment=job.store, root=root, device=device, progress=progress,
-                           **extra)
+                           control=train.Control(max_iterations=max_iterations))
         return
     run = _stored_run(job, root, max_iterations)
     kwargs = dict(job.spec["kwargs"])

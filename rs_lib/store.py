@@ -12,6 +12,14 @@ verifies: ``config.json`` hashes to the folder name and every recorded file has 
 ``python -m rs_lib discard DIR`` sets it aside so that the next call recomputes it.  An
 interrupted run resumes from its last checkpoint.  The root is ``$RS_RESULTS`` if set, else
 ``<repo>/results``.
+
+Results computed from a finished run (robust accuracy, certification, curvature, ...) live in its
+folder too, evaluated once: :meth:`RunDir.cached` (``<name>-<hash of params>.json``,
+:func:`cached_name`) is the one mechanism, :meth:`RunDir.lookup` the path every such result takes.
+
+Public names: :class:`RunDir`, :func:`run_dir`, :func:`open_run_dir`, :func:`cached_name`,
+:func:`discard`, :func:`results_root`, :func:`config_hash`, the atomic writers and readers, and the
+errors :class:`StoreError`, :class:`CorruptFileError`, :class:`DamagedFileError`, :class:`DamagedRunError`.
 """
 
 from __future__ import annotations
@@ -24,13 +32,14 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import _record, lock
 from . import _validate as check
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -364,6 +373,33 @@ class RunDir:
                                   "when it was written (truncated, replaced or damaged)")
         return path
 
+    # -- results computed from a finished run ------------------------------------------------
+    def lookup(self, name: str) -> Path:
+        """The path of result file ``name`` of this run, the look-up recorded (:mod:`rs_lib._record`,
+        what the plan tests compare with a notebook's keys).  Every cached result goes through it:
+        :meth:`cached`'s JSON files and the certification TSVs (resumable row by row, so they keep
+        their own writer, :func:`rs_lib.smoothing.certify_run`)."""
+        _record.lookup(self.path.parent.name, f"{self.path.name}/{name}")
+        return self.file(name)
+
+    def cached(self, name: str, params: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
+        """``compute()`` stored as ``<run>/<name>-<hash of params>.json`` (:func:`cached_name`):
+        evaluated once per run and parameters under the file's lock, so that re-rendering a notebook
+        (or a second process) reads it back.  A file that does not hold a cached result is a
+        :class:`DamagedRunError`."""
+        path = self.lookup(cached_name(name, params))
+        if not path.exists():
+            lock.check_writable(f"evaluation {path.name!r} of run {self.path}")
+            with lock.hold(path.with_name(path.name + ".lock"), what=f"evaluation {path}"):
+                if not path.exists():   # else another process computed it while we waited
+                    result = compute()
+                    atomic_write_json(path, {"params": dict(params), "result": result})
+                    return result
+        try:
+            return self.read_json(path.name)["result"]
+        except (CorruptFileError, KeyError, TypeError) as err:
+            raise DamagedRunError(self.path, path.name, f"is not a cached result ({err})") from None
+
     def load_torch(self, name: str, *, verify: bool = True) -> Any:
         """``torch.load`` of a verified file; a file torch cannot read is a damaged run.
 
@@ -391,6 +427,11 @@ def _differences(expected: Mapping[str, Any], stored: Mapping[str, Any], prefix:
         elif canonical_json(a) != canonical_json(b):
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return ", ".join(out)
+
+
+def cached_name(name: str, params: Mapping[str, Any]) -> str:
+    """The file name of :meth:`RunDir.cached`'s result ``name`` at ``params`` in a run's directory."""
+    return f"{name}-{config_hash(dict(params))}.json"
 
 
 def run_dir(experiment: str, config: Mapping[str, Any], *, root: str | Path | None = None) -> RunDir:

@@ -458,11 +458,36 @@ def run_sweep(jobs: Sequence[Any], resources: Resources, *, record: Path, root: 
     by_key = {j.key: j for j in jobs}
     common = {"record": str(record), "root": root_path, "device": resources.device,
               "threads": resources.job_threads, "max_iterations": max_iterations}
+    dispatch = _Dispatch(todo, by_key, finished, busy, resources, record, runner, common, result, out)
     if resources.executor == "slurm":
-        _submit_slurm(todo, by_key, finished, busy, resources, record, runner, common, result, out)
+        _submit_slurm(dispatch)
     else:
-        _run_local(todo, by_key, finished, busy, resources, record, runner, common, result, poll_s, out)
+        _run_local(dispatch, poll_s)
     return result
+
+
+@dataclass
+class _Dispatch:
+    """What one sweep submits and where it reports: the unfinished jobs ``todo`` (all jobs by key in
+    ``by_key``), the keys already ``finished`` or ``busy`` in another sweep, the runner and the
+    keyword arguments ``common`` to every job, the ``result`` being filled and the stream ``out``."""
+
+    todo: list[Any]
+    by_key: Mapping[str, Any]
+    finished: set[str]
+    busy: set[str]
+    resources: Resources
+    record: Path
+    runner: JobRunner
+    common: Mapping[str, Any]
+    result: SweepResult
+    out: Any
+
+    def submit(self, executor: Any, job: Any) -> Any:
+        return executor.submit(self.runner, job, _needs(job, self.by_key), **self.common)
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
 
 
 def _needs(job: Any, by_key: Mapping[str, Any]) -> list[Any]:
@@ -484,36 +509,38 @@ def _slurm_executor(resources: Resources, record: Path) -> submitit.SlurmExecuto
     return executor
 
 
-def _submit_slurm(todo, by_key, finished, busy, resources, record, runner, common, result, out) -> None:
+def _submit_slurm(d: _Dispatch) -> None:
     """One array per wave; wave k + 1 depends (afterany) on the arrays of wave k, and a wave on the
     SLURM jobs of an earlier sweep that are still computing its needs."""
-    executor = _slurm_executor(resources, record)
+    executor = _slurm_executor(d.resources, d.record)
     previous: list[str] = []
-    for number, wave in enumerate(waves(todo, finished | busy)):
-        elsewhere = {JobRecord(record, by_key[n]).read().get("job_id") for j in wave for n in j.needs if n in busy}
+    for number, wave in enumerate(waves(d.todo, d.finished | d.busy)):
+        elsewhere = {JobRecord(d.record, d.by_key[n]).read().get("job_id")
+                     for j in wave for n in j.needs if n in d.busy}
         after = previous + sorted(str(i) for i in elsewhere if i)
         executor.update_parameters(dependency=("afterany:" + ":".join(after)) if after else None)
         with executor.batch():
-            submitted = [executor.submit(runner, job, _needs(job, by_key), **common) for job in wave]
+            submitted = [d.submit(executor, job) for job in wave]
         previous = sorted({j.job_id.split("_")[0] for j in submitted})
         for job, sj in zip(wave, submitted):
-            JobRecord(record, job).update(state="submitted", executor="slurm", job_id=sj.job_id,
-                                          stdout=str(sj.paths.stdout), stderr=str(sj.paths.stderr), error=None)
-            result.submitted.append(job.key)
-        print(f"wave {number}: {len(wave)} jobs as array {', '.join(previous)}", file=out, flush=True)
+            JobRecord(d.record, job).update(state="submitted", executor="slurm", job_id=sj.job_id,
+                                            stdout=str(sj.paths.stdout), stderr=str(sj.paths.stderr), error=None)
+            d.result.submitted.append(job.key)
+        d.say(f"wave {number}: {len(wave)} jobs as array {', '.join(previous)}")
 
 
-def _run_local(todo, by_key, finished, busy, resources, record, runner, common, result, poll_s, out) -> None:
+def _run_local(d: _Dispatch, poll_s: float) -> None:
     """One slot per GPU (or CPU worker); a job enters a free slot once its needs are finished (in
     this sweep, or by the still-running jobs of an earlier one, ``busy``)."""
+    resources, record, by_key, result = d.resources, d.record, d.by_key, d.result
     slots: list[tuple[int, ...]] = [(g,) for g in resources.gpus] or [()] * resources.cpu_workers
     executor = submitit.LocalExecutor(folder=record / "logs" / "%j", max_num_timeout=resources.max_requeue)
-    _, job_done = runner._functions()
-    pending, running = list(todo), {}
-    done, bad, elsewhere = set(finished), set(), set(busy)
+    _, job_done = d.runner._functions()
+    pending, running = list(d.todo), {}
+    done, bad, elsewhere = set(d.finished), set(), set(d.busy)
     while pending or running:
         for key in list(elsewhere):
-            if job_done(by_key[key], root=common["root"]):
+            if job_done(by_key[key], root=d.common["root"]):
                 elsewhere.discard(key)
                 done.add(key)
             elif not _alive(JobRecord(record, by_key[key]).read(), record / "logs"):
@@ -526,14 +553,13 @@ def _run_local(todo, by_key, finished, busy, resources, record, runner, common, 
                 (done if ok else bad).add(job.key)
                 if not ok:
                     result.failed.append(job.key)
-                print(f"{'finished' if ok else 'FAILED  '} {job.label}" + ("" if ok else f" (log: {sj.paths.stderr})"),
-                      file=out, flush=True)
+                d.say(f"{'finished' if ok else 'FAILED  '} {job.label}" + ("" if ok else f" (log: {sj.paths.stderr})"))
         for job in [j for j in pending if any(n in bad for n in j.needs)]:
             pending.remove(job)
             bad.add(job.key)
             result.failed.append(job.key)
             JobRecord(record, job).update(state="failed", error="a job it needs failed", executor="local")
-            print(f"BLOCKED  {job.label} (a job it needs failed)", file=out, flush=True)
+            d.say(f"BLOCKED  {job.label} (a job it needs failed)")
         for slot in [s for s in range(len(slots)) if s not in running]:
             ready = next((j for j in pending if all(n in done or n not in by_key for n in j.needs)), None)
             if ready is None:
@@ -542,14 +568,13 @@ def _run_local(todo, by_key, finished, busy, resources, record, runner, common, 
             gpus = slots[slot]
             executor.update_parameters(timeout_min=resources.timeout_min or 14 * 24 * 60,
                                        gpus_per_node=len(gpus), visible_gpus=gpus)
-            sj = executor.submit(runner, ready, _needs(ready, by_key), **common)
+            sj = d.submit(executor, ready)
             JobRecord(record, ready).update(state="submitted", executor="local", job_id=sj.job_id,
                                             controller_pid=int(sj.job_id), host=socket.gethostname(),
                                             stdout=str(sj.paths.stdout), stderr=str(sj.paths.stderr), error=None)
             result.submitted.append(ready.key)
             running[slot] = (ready, sj)
-            where = f"GPU {gpus[0]}" if gpus else f"CPU worker {slot}"
-            print(f"started  {ready.label} on {where}", file=out, flush=True)
+            d.say(f"started  {ready.label} on {f'GPU {gpus[0]}' if gpus else f'CPU worker {slot}'}")
         if pending and not running and not elsewhere:     # nothing can start any more
             for job in pending:
                 result.failed.append(job.key)

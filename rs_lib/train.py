@@ -16,7 +16,15 @@ parallel (:mod:`rs_lib.distributed`): each rank takes its part of every global b
 BatchNorm keeps per-rank batch statistics, as the references' ``nn.DataParallel`` (no
 SyncBatchNorm), with rank 0's running statistics on every rank; the methods' draws are made for the
 whole global batch on every rank, so N processes give the 1-process weights up to float rounding
-for BatchNorm-free models.  ``max_iterations`` cuts a run short for the paper-path smoke tests.
+for BatchNorm-free models.  ``Control(max_iterations=...)`` cuts a run short for the paper-path
+smoke tests.
+
+Public names: :class:`TrainConfig` (every field with its help: the CLI's ``train`` flags),
+:func:`run_training` and its :class:`Control`, :class:`Run` (``Run.open(path_or_checkpoint)``,
+``load_model(which)`` with one default, :data:`DEFAULT_CHECKPOINT`, and ``cached``, the cached
+evaluation of :meth:`rs_lib.store.RunDir.cached`), :func:`run_dir_for` (a configuration's store key),
+:func:`cached_name`, :func:`config_from_json`, :func:`build_model_for`, :func:`lr_factor`,
+:func:`warmup_factor`.
 """
 
 from __future__ import annotations
@@ -60,56 +68,74 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = 
 }
 
 
+#: Key of a field's help text in its metadata (the CLI's ``train`` flags are made from the fields).
+HELP = "help"
+
+
+def _option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
+            added: bool = False) -> Any:
+    """A :class:`TrainConfig` field with its ``help`` (shown by ``python -m rs_lib train --help``);
+    ``added``: an option added later, left out of the stored config at its default
+    (:func:`rs_lib.methods.added_option`)."""
+    metadata = {HELP: help, **({methods_mod.OMIT_DEFAULT: True} if added else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run's result (and so its store hash).
 
-    Units: ``lr`` is the base (piecewise, cosine, constant) or peak (cyclic) learning rate;
-    ``milestones`` are fractions of all iterations at which the lr is multiplied by ``lr_decay``
-    (0.5, 0.75 = epochs 50 and 75 of 100, Backward Smoothing's ``stage`` schedule); ``peak`` is
-    the fraction of iterations at which the cyclic (triangular 0 → lr → 0) schedule peaks;
-    ``warmup_epochs`` ramps the methods' warm-up factor linearly from 0 to 1 (per iteration, or
-    per epoch as (epoch + 1) / warmup_epochs with ``warmup_by="epoch"``, SmoothAdv's rule).
-    ``n_val`` is the size of the fixed validation subset used after every epoch.
-    ``normalization``: the model's first layer (`NORMALIZATIONS`): ``'dataset'`` (our per-dataset
-    statistics), ``'none'`` (identity: SmoothMix's MNIST LeNet) or ``'cohen_cifar10'`` (Cohen et al.'s
-    and SmoothAdv's CIFAR-10 constants, std (0.2023, 0.1994, 0.2010)).
-    ``full_train_set``: train on the whole training split, validation images included, as the
-    randomized-smoothing references do (they take the last epoch); the per-epoch validation then
-    measures images the model trains on, a progress log rather than a model selection.
-    ``keep_epochs`` lists the (0-based) epochs whose weights are kept as ``checkpoint_epoch<e>.pt``
-    besides the best and last ones (for analyses along training, e.g. the Hessian figure).
+    Each field's help (its unit, its range) is in its metadata (:data:`HELP`), which the CLI's
+    ``train`` flags show; the fields are the only place their defaults are written.  Backward
+    Smoothing's ``stage`` schedule is ``schedule="piecewise"`` with ``milestones=(0.5, 0.75)``
+    (epochs 50 and 75 of 100); Wong et al.'s one-cycle is ``"cyclic"`` peaking at ``peak``;
+    SmoothAdv's warm-up is ``warmup_by="epoch"``.  The randomized-smoothing references train on the
+    whole training split and take the last epoch (``full_train_set=True``): the per-epoch validation
+    then measures images the model trains on, a progress log rather than a model selection.
     """
 
-    method: str = "standard"
-    method_params: Mapping[str, Any] = field(default_factory=dict)
-    dataset: str = "fashion-mnist"
-    model: str = "small_cnn"
-    epochs: int = 10
-    batch_size: int = 128
-    n_train: int | None = None
-    val_size: int | None = None
-    n_val: int | None = 1000
-    augment: bool = True
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "piecewise"
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    lr_decay: float = 0.1
-    peak: float = 0.4
-    warmup_epochs: float = 0.0
-    warmup_by: str = "iteration"
-    amp: bool = False
-    val_metrics: tuple[str, ...] = ("clean",)
-    eval_params: Mapping[str, Any] = field(default_factory=dict)
-    select_on: str = "clean"
-    seed: int = 0
-    keep_epochs: tuple[int, ...] = ()
-    full_train_set: bool = methods_mod.added_option(False)
-    normalization: str = methods_mod.added_option("dataset")
+    method: str = _option("standard", "training objective (see `python -m rs_lib list`)")
+    method_params: Mapping[str, Any] = _option(factory=dict, help="the method's hyperparameters over its paper "
+                                               "defaults, e.g. sigma=0.5")
+    dataset: str = _option("fashion-mnist", "dataset (see `python -m rs_lib list`)")
+    model: str = _option("small_cnn", "architecture (see `python -m rs_lib list`)")
+    epochs: int = _option(10, "training epochs")
+    batch_size: int = _option(128, "global batch size (shared out among torchrun's processes)")
+    n_train: int | None = _option(None, "first N training images (default: all)")
+    val_size: int | None = _option(None, "validation images held out of the training split (default: "
+                                   "the dataset's, rs_lib.data)")
+    n_val: int | None = _option(1000, "size of the fixed validation subset measured after every epoch "
+                                "(None: all held-out images)")
+    augment: bool = _option(True, "the dataset's augmentation (random crop / flip)")
+    optimizer: str = _option("sgd", "sgd or adam")
+    lr: float = _option(0.1, "base learning rate (piecewise, cosine, constant) or peak one (cyclic)")
+    momentum: float = _option(0.9, "SGD momentum, in [0, 1)")
+    nesterov: bool = _option(False, "Nesterov momentum (SGD)")
+    weight_decay: float = _option(5e-4, "L2 weight decay")
+    schedule: str = _option("piecewise", "learning-rate schedule: constant, piecewise, cyclic or cosine")
+    milestones: tuple[float, ...] = _option((0.5, 0.75), "piecewise: increasing fractions of all iterations "
+                                            "at which the lr is multiplied by lr_decay")
+    lr_decay: float = _option(0.1, "piecewise: the lr multiplier at each milestone")
+    peak: float = _option(0.4, "cyclic: fraction of iterations at which the triangular 0 -> lr -> 0 "
+                          "schedule peaks, in [0, 1) (0: decay from the start)")
+    warmup_epochs: float = _option(0.0, "epochs over which the methods' warm-up factor (e.g. of eps) "
+                                   "ramps linearly from 0 to 1 (0: none)")
+    warmup_by: str = _option("iteration", "warm-up per 'iteration', or per 'epoch' as (epoch + 1) / "
+                             "warmup_epochs (SmoothAdv's rule)")
+    amp: bool = _option(False, "mixed precision (CUDA only)")
+    val_metrics: tuple[str, ...] = _option(("clean",), "per-epoch validation metrics (rs_lib.evaluate)")
+    eval_params: Mapping[str, Any] = _option(factory=dict, help="validation metrics' parameters, e.g. eps=0.03")
+    select_on: str = _option("clean", "validation metric that picks the best epoch")
+    seed: int = _option(0, "seed of the initialisation, the data order and the methods' draws")
+    keep_epochs: tuple[int, ...] = _option((), "0-based epochs whose weights are kept as "
+                                           "checkpoint_epoch<e>.pt besides the best and last ones")
+    full_train_set: bool = _option(False, "train on the whole training split, validation images included "
+                                   "(the randomized-smoothing references)", added=True)
+    normalization: str = _option("dataset", "the model's first layer (NORMALIZATIONS): 'dataset' (its "
+                                 "statistics), 'none' (SmoothMix's MNIST LeNet) or 'cohen_cifar10' (Cohen "
+                                 "et al.'s and SmoothAdv's constants)", added=True)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -207,53 +233,88 @@ def build_model_for(cfg: TrainConfig, info: data_mod.DatasetInfo) -> nn.Module:
                                   mean=mean, std=std, image_size=tuple(info.shape[1:]))
 
 
+#: The checkpoints every finished run holds: the best epoch on validation and the last one.
+CHECKPOINTS = ("best", "last")
+
+#: The checkpoint a stored run's model is read from when the caller names none (:meth:`Run.load_model`,
+#: ``python -m rs_lib certify/evaluate --which``): the last epoch's, because the randomized-smoothing
+#: papers certify the final model (Cohen et al., SmoothAdv, SmoothMix train on the whole training
+#: set, with no model selection).  Backward Smoothing's tables report both 'best' and 'last'; its
+#: callers name the one they read.
+DEFAULT_CHECKPOINT = "last"
+
+
 @dataclass
 class Run:
-    """A finished (or loaded) run: its directory, config, summary and checkpoints."""
+    """A finished (or loaded) run: its directory, config, summary and checkpoints.
+
+    ``checkpoint``: the file a Run opened from a checkpoint file (:meth:`open`) reads its model
+    from; None for a run of the store, whose model is one of :data:`CHECKPOINTS` or a kept epoch."""
 
     dir: store.RunDir
     config: TrainConfig
+    checkpoint: str | None = None
+
+    @classmethod
+    def open(cls, path_or_checkpoint: str | Path, *, name: str = "path") -> Run:
+        """The stored run of a run directory ``results/<experiment>/<hash>/`` (verified as a
+        finished run), or the run of a checkpoint file ``checkpoint_*.pt`` (its configuration inside
+        the file or in ``config.json`` beside it; its digest checked if it sits in a run folder).
+        Every problem is a ValueError naming ``name`` and the path, before any model is built."""
+        path = Path(path_or_checkpoint)
+        if not path.is_file() and path.suffix != ".pt":
+            rd = store.open_run_dir(path, name)
+            return cls(rd, _config_of(rd.read_json(store.CONFIG), rd.path / store.CONFIG))
+        state = _read_checkpoint(path, name)
+        config_path = path.parent / store.CONFIG
+        if isinstance(state.get("config"), dict):
+            config = state["config"]
+        elif config_path.is_file():
+            config = store.read_json(config_path)
+        else:
+            raise ValueError(f"no configuration for {name} {str(path)!r}: expected {store.CONFIG} "
+                             "beside it (keep the checkpoint in its run folder)")
+        return cls(store.RunDir(path.parent, dict(config)), _config_of(config, config_path), checkpoint=path.name)
 
     @property
     def summary(self) -> dict:
         return self.dir.summary
 
-    def load_model(self, which: str | int = "best", *, device: str | torch.device = "cpu") -> nn.Module:
-        """The model of the best-on-validation or last epoch (or of a kept epoch number), in eval
-        mode; the checkpoint's digest is checked first (:class:`store.DamagedRunError` if not whole)."""
-        if isinstance(which, int) and not isinstance(which, bool):
-            check.choice("which", which, self.config.keep_epochs)
-            name = f"checkpoint_epoch{which}.pt"
-        else:
-            check.choice("which", which, ("best", "last"))
-            name = f"checkpoint_{which}.pt"
+    def load_model(self, which: str | int | None = None, *, device: str | torch.device = "cpu") -> nn.Module:
+        """The model of the ``which`` checkpoint in eval mode: 'best' (on validation), 'last', or a
+        kept epoch number; None: the opened checkpoint file, else :data:`DEFAULT_CHECKPOINT`.  The
+        checkpoint's digest is checked first (:class:`store.DamagedRunError` if not whole)."""
+        name = self._checkpoint_name(which)
         device = check.resolve_device("device", device)
-        info = data_mod.dataset_info(self.config.dataset)
-        model = build_model_for(self.config, info)
-        state = self.dir.load_torch(name)
+        model = build_model_for(self.config, data_mod.dataset_info(self.config.dataset))
+        state = self.dir.load_torch(name) if self.checkpoint is None else _read_checkpoint(self.dir.file(name))
         try:
             model.load_state_dict(state["model"])
-        except (KeyError, TypeError, RuntimeError) as err:
-            raise store.DamagedRunError(self.dir.path, name, f"does not hold weights of the run's "
-                                        f"{self.config.model} ({str(err).splitlines()[0]})") from None
+        except (KeyError, TypeError, RuntimeError, AttributeError) as err:
+            problem = (f"does not hold weights of a {self.config.model} for {self.config.dataset} "
+                       f"({str(err).splitlines()[0].strip()})")
+            if self.checkpoint is None:
+                raise store.DamagedRunError(self.dir.path, name, problem) from None
+            raise ValueError(f"{self.dir.file(name)} {problem}; give the checkpoint of this run") from None
         return model.to(device).eval()
 
+    def _checkpoint_name(self, which: str | int | None) -> str:
+        if self.checkpoint is not None:
+            if which is not None:
+                raise ValueError(f"which={which!r}: this run was opened from the checkpoint file "
+                                 f"{self.dir.file(self.checkpoint)}, which is the model it reads")
+            return self.checkpoint
+        which = DEFAULT_CHECKPOINT if which is None else which
+        if isinstance(which, int) and not isinstance(which, bool):
+            check.choice("which", which, self.config.keep_epochs)
+            return f"checkpoint_epoch{which}.pt"
+        check.choice("which", which, CHECKPOINTS)
+        return f"checkpoint_{which}.pt"
+
     def cached(self, name: str, params: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
-        """``compute()`` stored as ``<run>/<name>-<hash of params>.json``: evaluated once per run
-        and parameters, so that re-rendering a notebook reads it back."""
-        path = self.dir.file(cached_name(name, params))
-        _record.lookup(self.dir.path.parent.name, f"{self.dir.path.name}/{path.name}")
-        if not path.exists():
-            lock.check_writable(f"evaluation {path.name!r} of run {self.dir.path}")
-            with lock.hold(path.with_name(path.name + ".lock"), what=f"evaluation {path}"):
-                if not path.exists():   # else another process computed it while we waited
-                    result = compute()
-                    store.atomic_write_json(path, {"params": dict(params), "result": result})
-                    return result
-        try:
-            return self.dir.read_json(path.name)["result"]
-        except (store.CorruptFileError, KeyError, TypeError) as err:
-            raise store.DamagedRunError(self.dir.path, path.name, f"is not a cached result ({err})") from None
+        """``compute()`` cached in the run's folder as ``<name>-<hash of params>.json``
+        (:meth:`store.RunDir.cached`, the one mechanism for results computed from a stored run)."""
+        return self.dir.cached(name, params, compute)
 
     def iterations(self):
         """Per-iteration metrics as a DataFrame."""
@@ -268,15 +329,42 @@ class Run:
         return pd.DataFrame([r for r in self.dir.read_jsonl("metrics.jsonl") if r["kind"] == "epoch"])
 
 
+def _read_checkpoint(path: Path, name: str = "checkpoint") -> dict[str, Any]:
+    """The content of a checkpoint file of a run: verified against its run's manifest if it sits in
+    a run folder; a file that is not an rs_lib checkpoint is a ValueError naming it."""
+    if not path.is_file():
+        raise ValueError(f"{name} {str(path)!r} does not exist or is not a file; give a "
+                         "checkpoint_*.pt of a run")
+    if (path.parent / store.MANIFEST).is_file():   # inside a run: check its recorded digest
+        rd = store.RunDir(path.parent, {})
+        rd.verify_config()
+        rd.verified_file(path.name)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - pickle/zip errors have no common base
+        raise ValueError(f"{name} {str(path)!r} is not a PyTorch checkpoint ({str(err).splitlines()[0]}); "
+                         "give a checkpoint_*.pt of a run") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{name} {str(path)!r} is not an rs_lib checkpoint (no 'model' entry); "
+                         "give a checkpoint_*.pt of a run")
+    return state
+
+
+def _config_of(config: Any, where: Path) -> TrainConfig:
+    try:
+        return config_from_json(config)
+    except TypeError as err:
+        raise ValueError(f"{where} is not a training configuration ({err})") from None
+
+
 EpochCallback = Callable[[int, dict], None]
 
 
 DATA_FINGERPRINT = "data_fingerprint"
 
 
-def cached_name(name: str, params: Mapping[str, Any]) -> str:
-    """The file name of :meth:`Run.cached`'s result ``name`` at ``params`` in a run's directory."""
-    return f"{name}-{store.config_hash(dict(params))}.json"
+#: The file name of :meth:`Run.cached`'s result ``name`` at ``params`` in a run's directory.
+cached_name = store.cached_name
 
 
 def run_dir_for(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path | None = None,
@@ -298,10 +386,27 @@ def config_from_json(config: Mapping[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in config.items() if k != DATA_FINGERPRINT})
 
 
+@dataclass(frozen=True)
+class Control:
+    """How a caller steers one training beyond its configuration (neither changes the run's key).
+
+    ``on_epoch_end(epoch, row)``: called after every epoch's checkpoint with its metrics row (the
+    tests kill a run there).  ``max_iterations``: stop after that many optimiser steps, the
+    paper-path smoke test (see :func:`run_training`)."""
+
+    on_epoch_end: EpochCallback | None = None
+    max_iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_epoch_end is not None and not callable(self.on_epoch_end):
+            raise ValueError(f"on_epoch_end must be a callable (epoch, row) -> None, got {self.on_epoch_end!r}")
+        if self.max_iterations is not None:
+            check.positive_int("max_iterations", self.max_iterations)
+
+
 def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Path | None = None,
                  data_root: str | Path | None = None, device: str | torch.device = "auto",
-                 threads: int | None = None, progress: bool = True,
-                 on_epoch_end: EpochCallback | None = None, max_iterations: int | None = None) -> Run:
+                 threads: int | None = None, progress: bool = True, control: Control = Control()) -> Run:
     """Train ``cfg`` into the run store, or return the stored run if it already finished.
 
     Every argument is validated and the data are loaded before anything is written, so bad input
@@ -315,8 +420,8 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
     ``cfg.batch_size``, each rank takes ``batch_size / world_size`` of it, rank 0 alone writes the
     store.  The key does not depend on the number of processes; ``env.json`` records it.
 
-    ``max_iterations``: stop after that many optimiser steps (counted from the start of training)
-    and validate on one batch: the paper-path smoke test of every code path (``plan.run_job(job,
+    ``control.max_iterations`` (:class:`Control`): stop after that many optimiser steps (counted
+    from the start of training) and validate on one batch: the paper-path smoke test of every code path (``plan.run_job(job,
     max_iterations=2)``).  It is only allowed with an explicit scratch ``root`` that is not the
     configured store (``$RS_RESULTS`` or ``results/``), so a cut-short run never sits under the real
     store's key; its summary and checkpoints say ``"max_iterations"``, and a run asked for without
@@ -324,12 +429,13 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
     """
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if not isinstance(control, Control):
+        raise ValueError(f"control must be a rs_lib.train.Control, got {type(control).__name__}")
+    max_iterations = control.max_iterations
     world = distributed.world_from_env()
     device = distributed.device_for(world, check.resolve_device("device", device))
     if threads is not None:
         check.positive_int("threads", threads)
-    if max_iterations is not None:
-        check.positive_int("max_iterations", max_iterations)
     if cfg.amp and device.type != "cuda":
         raise ValueError("amp=True needs a CUDA device (mixed precision is not used on CPU)")
     distributed.check_batch(world, cfg.batch_size)
@@ -370,8 +476,7 @@ def run_training(cfg: TrainConfig, *, experiment: str = "adhoc", root: str | Pat
             run_dir.write_json("env.json", {**store.environment(device, torch.get_num_threads(),
                                                                 data_fingerprint=run_dir.config[DATA_FINGERPRINT]),
                                             "world_size": world.size})
-        _Trainer(cfg, run_dir, train_data, val_data, device, progress, on_epoch_end,
-                 world=world, max_iterations=max_iterations).fit()
+        _Trainer(cfg, run_dir, (train_data, val_data), device, progress, control, world=world).fit()
     return run
 
 
@@ -390,20 +495,21 @@ def _check_same_cut(path: Path, stored: int | None, wanted: int | None) -> None:
 
 
 class _Trainer:
-    def __init__(self, cfg, run_dir, train_data, val_data, device, progress, on_epoch_end, *,
-                 world: distributed.World = distributed.World(), max_iterations: int | None = None):
+    def __init__(self, cfg: TrainConfig, run_dir: store.RunDir,
+                 data: tuple[data_mod.ImageData, data_mod.ImageData], device: torch.device, progress: bool,
+                 control: Control, *, world: distributed.World = distributed.World()):
         self.cfg, self.dir, self.device = cfg, run_dir, device
-        self.train_data, self.val_data = train_data, val_data
-        self.world, self.max_iterations = world, max_iterations
-        self.progress, self.on_epoch_end = progress and world.is_main, on_epoch_end
+        self.train_data, self.val_data = data
+        self.world, self.max_iterations = world, control.max_iterations
+        self.progress, self.on_epoch_end = progress and world.is_main, control.on_epoch_end
         self.method = methods_mod.get_method(cfg.method)
         self.method_cfg = cfg.method_cfg
-        self.info = train_data.info
+        self.info = self.train_data.info
         torch.manual_seed(cfg.seed)
         self.model = build_model_for(cfg, self.info).to(device)
         distributed.seed_rank_rng(world, cfg.seed)   # after the (identical) initialisation
         self.optimizer = build_optimizer(cfg, self.model)
-        self.iters_per_epoch = data_mod.num_batches(len(train_data), cfg.batch_size, drop_last=False)
+        self.iters_per_epoch = data_mod.num_batches(len(self.train_data), cfg.batch_size, drop_last=False)
         self.total_iters = self.iters_per_epoch * cfg.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda it: lr_factor(cfg, it, self.total_iters))

@@ -29,7 +29,8 @@ def results_root(tmp_path, monkeypatch):
 def smoke_executed(tmp_path_factory):
     """Execute a book notebook in the smoke profile, once per session: ``smoke_executed(name)``
     returns its executed copy.  The notebooks share one session store, as in ``make book``."""
-    from rs_lib import _record, book
+    from rs_lib import _record
+    from rs_lib import execute as runner
 
     out = tmp_path_factory.mktemp("executed")
     store = tmp_path_factory.mktemp("smoke-results")
@@ -41,9 +42,9 @@ def smoke_executed(tmp_path_factory):
 
     def execute(name: str):
         if name not in done:
-            with book._environment(RS_RESULTS=str(store), **{_record.ENV: str(record(name))}):
-                done[name] = book.execute_notebook(name, profile="smoke", device="cpu", output_dir=out,
-                                                   progress=False, threads=1)
+            with runner._environment(RS_RESULTS=str(store), **{_record.ENV: str(record(name))}):
+                done[name] = runner.execute_notebook(name, profile="smoke", device="cpu", output_dir=out,
+                                                     progress=False, threads=1)
         return done[name]
 
     execute.output_dir = out

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from rs_lib.train import TrainConfig, run_training
+from rs_lib.train import Control, TrainConfig, run_training
 
 
 def main(spec_path: str) -> None:
@@ -28,7 +28,7 @@ def main(spec_path: str) -> None:
 
     for kwargs in spec["configs"]:
         run_training(TrainConfig(**kwargs), root=spec["root"], device="cpu", progress=False,
-                     on_epoch_end=on_epoch_end)
+                     control=Control(on_epoch_end=on_epoch_end))
 
 
 if __name__ == "__main__":

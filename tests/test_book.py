@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rs_lib import book
+from rs_lib import book, execute, site_check
 
 
 @pytest.mark.notebook
@@ -21,7 +21,7 @@ def test_intro_builds_offline_with_local_mathjax(smoke_site):
     assert scripts and all(s.startswith("../_static/mathjax/tex-svg.js") for s in scripts)
     assert (html / "_static" / "mathjax" / "tex-svg.js").stat().st_size > 1_000_000
     assert 'class="citation"' in page  # the bibliography rendered from book/references.bib
-    assert book.remote_resources(html) == {}
+    assert site_check.remote_resources(html) == {}
 
 
 @pytest.mark.parametrize("snippet", [
@@ -33,7 +33,7 @@ def test_intro_builds_offline_with_local_mathjax(smoke_site):
 ])
 def test_remote_resources_reports_network_loads(tmp_path, snippet):
     (tmp_path / "page.html").write_text(f"<html><head>{snippet}</head><body></body></html>")
-    assert list(book.remote_resources(tmp_path)) == ["page.html"]
+    assert list(site_check.remote_resources(tmp_path)) == ["page.html"]
 
 
 def test_remote_resources_allows_links_and_local_files(tmp_path):
@@ -42,7 +42,7 @@ def test_remote_resources_allows_links_and_local_files(tmp_path):
         '<a href="https://doi.org/10.1000/1">paper</a><img src="fig.png">'
         '<svg xmlns="http://www.w3.org/2000/svg"></svg></body></html>')
     (tmp_path / "style.css").write_text('a { background: url("data:image/svg+xml;utf8,<svg/>") }')
-    assert book.remote_resources(tmp_path) == {}
+    assert site_check.remote_resources(tmp_path) == {}
 
 
 def test_environment_yml_has_the_pyproject_pins():
@@ -67,13 +67,33 @@ def test_environment_yml_has_the_pyproject_pins():
     ({"build": "no"}, "build"),
 ])
 def test_build_book_rejects_bad_arguments_before_running_anything(kwargs, argument, monkeypatch):
-    monkeypatch.setattr(book, "execute_notebook", lambda *a, **k: pytest.fail("executed a notebook"))
+    monkeypatch.setattr(execute, "execute_notebook", lambda *a, **k: pytest.fail("executed a notebook"))
     with pytest.raises(ValueError, match=argument):
         book.build_book(**kwargs)
 
 
 def test_build_book_refuses_a_toc_that_disagrees_with_NOTEBOOKS(monkeypatch):
     monkeypatch.setattr(book, "NOTEBOOKS", book.NOTEBOOKS + ("unlisted_chapter",))
-    monkeypatch.setattr(book, "execute_notebook", lambda *a, **k: pytest.fail("executed a notebook"))
+    monkeypatch.setattr(execute, "execute_notebook", lambda *a, **k: pytest.fail("executed a notebook"))
     with pytest.raises(ValueError, match="make them agree"):
         book.build_book(profile="smoke")
+
+
+def test_the_chapter_list_is_read_from_the_toc():
+    assert book.NOTEBOOKS == book.toc_notebooks() and len(book.NOTEBOOKS) > 0
+
+
+def test_importing_the_chapter_and_profile_names_is_torch_free_and_fast():
+    """``import rs_lib.book`` (chapters, profile names) loads no torch and takes < 0.5 s, timed
+    around the import statement inside a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, time; t = time.perf_counter(); import rs_lib.book; t = time.perf_counter() - t; "
+            "assert 'torch' not in sys.modules, 'torch was imported'; "
+            "assert rs_lib.book.NOTEBOOKS and rs_lib.book.PROFILES; print(t)")
+    env = {**os.environ, "PYTHONPATH": str(book.REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=book.REPO_ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 0.5

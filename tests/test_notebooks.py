@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from rs_lib import _record, book
+from rs_lib import _record, book, execute
 
 from helpers import assert_lookups_equal_plan
 
@@ -93,8 +93,8 @@ def _write_notebook(path: Path, *cells: str, parameters: str | None = PARAMETERS
 
 def test_execute_injects_parameters_in_repo_root_kernel_of_this_python(tmp_path, results_root):
     source = _write_notebook(tmp_path / "tiny.ipynb", REPORT)
-    executed = book.execute_notebook(source, profile="smoke", device="cpu", output_dir=tmp_path / "out",
-                                     parameters={"scale": 3}, progress=False, threads=2)
+    executed = execute.execute_notebook(source, profile="smoke", device="cpu", output_dir=tmp_path / "out",
+                                        parameters={"scale": 3}, progress=False, threads=2)
     assert executed == tmp_path / "out" / "tiny.ipynb" and executed.is_file()
     report = json.loads((results_root / "report.json").read_text())
     assert report["profile"] == "smoke" and report["device"] == "cpu" and report["scale"] == 3
@@ -106,8 +106,8 @@ def test_execute_injects_parameters_in_repo_root_kernel_of_this_python(tmp_path,
 def test_unknown_parameter_raises_value_error_naming_it_before_running(tmp_path, results_root):
     source = _write_notebook(tmp_path / "tiny.ipynb", REPORT)
     with pytest.raises(ValueError, match="'epochz'.*profile, device, scale"):
-        book.execute_notebook(source, profile="smoke", device="cpu", output_dir=tmp_path / "out",
-                              parameters={"epochz": 3}, progress=False)
+        execute.execute_notebook(source, profile="smoke", device="cpu", output_dir=tmp_path / "out",
+                                 parameters={"epochz": 3}, progress=False)
     assert not (tmp_path / "out").exists()
     assert not results_root.exists()
 
@@ -115,8 +115,8 @@ def test_unknown_parameter_raises_value_error_naming_it_before_running(tmp_path,
 def test_failing_cell_fails_execution(tmp_path, results_root):
     source = _write_notebook(tmp_path / "broken.ipynb", "raise RuntimeError('cell 2 is broken')")
     with pytest.raises(PapermillExecutionError, match="cell 2 is broken"):
-        book.execute_notebook(source, profile="smoke", device="cpu", output_dir=tmp_path / "out",
-                              progress=False, threads=1)
+        execute.execute_notebook(source, profile="smoke", device="cpu", output_dir=tmp_path / "out",
+                                 progress=False, threads=1)
 
 
 @pytest.mark.parametrize("kwargs, argument", [
@@ -132,21 +132,21 @@ def test_bad_arguments_raise_value_error_naming_them(tmp_path, kwargs, argument)
     source = _write_notebook(tmp_path / "tiny.ipynb", "pass")
     call = {"profile": "smoke", "device": "cpu", "output_dir": tmp_path / "out", **kwargs}
     with pytest.raises(ValueError, match=argument):
-        book.execute_notebook(source, **call)
+        execute.execute_notebook(source, **call)
 
 
 def test_missing_notebook_or_parameters_cell_raises_value_error(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        book.execute_notebook("no_such_chapter", profile="smoke", output_dir=tmp_path)
+        execute.execute_notebook("no_such_chapter", profile="smoke", output_dir=tmp_path)
     bare = _write_notebook(tmp_path / "bare.ipynb", "pass", parameters=None)
     with pytest.raises(ValueError, match="tagged 'parameters'"):
-        book.execute_notebook(bare, profile="smoke", output_dir=tmp_path)
+        execute.execute_notebook(bare, profile="smoke", output_dir=tmp_path)
 
 
 def test_notebook_parameters_lists_top_level_assignments_in_order(tmp_path):
     cell = PARAMETERS + "a, (b, c) = 1, (2, 3)\nif True:\n    hidden = 1\nscale += 1\n"
     path = _write_notebook(tmp_path / "p.ipynb", "pass", parameters=cell)
-    assert book.notebook_parameters(path) == ("profile", "device", "scale", "a", "b", "c")
+    assert execute.notebook_parameters(path) == ("profile", "device", "scale", "a", "b", "c")
 
 
 def test_toc_notebooks_reads_executed_chapters_in_order(tmp_path):

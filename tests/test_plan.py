@@ -158,8 +158,8 @@ def test_sharded_certification_merged_equals_one_process_row_for_row(tmp_path, m
 
     monkeypatch.setattr(plan, "CERTIFY_SHARD_SAMPLES", 2 * (cert["n0"] + cert["n"]))   # 2 images a shard
     p = plan._Plan("rs_certified_curves", "smoke", {}, sp.STORE)
-    p.certify(cfg, "Gaussian 0.25", sigma=0.25, **{k: cert[k] for k in ("n_points", "n0", "n", "alpha", "seed")},
-              batch_size=16)                            # another batch size: same rows
+    p.certify(cfg, "Gaussian 0.25", sigma=0.25, cert={**{k: cert[k] for k in ("n_points", "n0", "n", "alpha", "seed")},
+              "batch_size": 16})                        # another batch size: same rows
     jobs = list(p.jobs.values())
     shards = [j for j in jobs if j.kind == "certify_shard"]
     assert len(shards) == 4 and [j.cost["images"] for j in shards] == [1, 2, 2, 2]

@@ -52,13 +52,13 @@ import sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from rs_lib.train import TrainConfig, run_training
+from rs_lib.train import Control, TrainConfig, run_training
 flag = Path(sys.argv[1]) if len(sys.argv) > 1 else None
 def hold_after_first_epoch(epoch, row):
     while flag is not None and epoch == 0 and not flag.exists():
         time.sleep(0.05)
 run = run_training(TrainConfig(**{tiny}), experiment="race", progress=False,
-                   on_epoch_end=hold_after_first_epoch if {first} else None)
+                   control=Control(on_epoch_end=hold_after_first_epoch if {first} else None))
 print("RUN", run.dir.path, flush=True)
 """
 

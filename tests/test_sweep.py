@@ -25,7 +25,7 @@ import torch
 from rs_lib import costs, lock, plan, store, sweep, train
 from rs_lib.__main__ import main
 from rs_lib.plan import Job
-from rs_lib.train import TrainConfig, run_training
+from rs_lib.train import Control, TrainConfig, run_training
 
 # submitit pickles the runner with cloudpickle: ship this module's plan by value (the job
 # processes do not have tests/ on their path).
@@ -255,7 +255,7 @@ def test_requeue_through_checkpoint_resumes_the_same_job_from_the_store(root, fa
 
     with pytest.raises(Preempted):        # the job is stopped after one epoch (checkpoint stored)
         run_training(TrainConfig(**job.spec["config"]), experiment=STORE, root=root, progress=False,
-                     on_epoch_end=preempt)
+                     control=Control(on_epoch_end=preempt))
     requeued = submission.function.checkpoint(*submission.args, **submission.kwargs)   # submitit on USR2
     assert isinstance(requeued, submitit.helpers.DelayedSubmission)
     assert requeued.function is submission.function
@@ -341,7 +341,7 @@ SMOKE_EXPERIMENTS = ["noise_training", "bs_hessian"]
 
 
 def test_real_plan_smoke_sweep_then_read_only_notebooks(root, tmp_path, capsys):
-    from rs_lib import book
+    from rs_lib import execute
 
     argv = ["sweep", *SMOKE_EXPERIMENTS, "--profile", "smoke", "--cpu-workers", "2", "--threads", "1"]
     assert main(argv) == 0
@@ -357,16 +357,16 @@ def test_real_plan_smoke_sweep_then_read_only_notebooks(root, tmp_path, capsys):
     assert main(["sweep", *SMOKE_EXPERIMENTS, "--profile", "smoke", "--status"]) == 0
     assert " 0 missing" in capsys.readouterr().out
     for name in SMOKE_EXPERIMENTS:
-        book.execute_notebook(name, profile="smoke", output_dir=tmp_path / "executed", progress=False,
-                              threads=1, read_only=True)
+        execute.execute_notebook(name, profile="smoke", output_dir=tmp_path / "executed", progress=False,
+                                 threads=1, read_only=True)
 
 
 def test_read_only_notebook_without_a_sweep_names_the_sweep_command(root, tmp_path):
-    from rs_lib import book
+    from rs_lib import execute
 
     with pytest.raises(lock.MissingResultError, match="sweep noise_training --profile smoke"):
-        book.execute_notebook("noise_training", profile="smoke", output_dir=tmp_path, progress=False,
-                              threads=1, read_only=True)
+        execute.execute_notebook("noise_training", profile="smoke", output_dir=tmp_path, progress=False,
+                                 threads=1, read_only=True)
     assert not (root / "noise_training").exists() or not any((root / "noise_training").rglob("summary.json"))
 
 

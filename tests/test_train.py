@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rs_lib import data, methods, train
-from rs_lib.train import TrainConfig, lr_factor, run_training, warmup_factor
+from rs_lib.train import Control, TrainConfig, lr_factor, run_training, warmup_factor
 
 TINY = dict(dataset="synthetic", model="small_cnn", epochs=3, batch_size=64, n_train=256, n_val=64,
             lr=0.05, schedule="piecewise", milestones=(0.5,), augment=False)
@@ -34,7 +34,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, where):
             if epoch == 1:
                 raise Killed
         with pytest.raises(Killed):
-            run_training(cfg, root=tmp_path / "b", device="cpu", progress=False, on_epoch_end=kill)
+            run_training(cfg, root=tmp_path / "b", device="cpu", progress=False, control=Control(on_epoch_end=kill))
     else:
         original = methods.METHODS["gaussian"]
         calls = {"n": 0}
@@ -191,7 +191,7 @@ def test_kept_epoch_checkpoints_hold_that_epochs_weights(tmp_path):
 def test_max_iterations_stops_early_only_in_a_scratch_root(tmp_path, monkeypatch):
     cfg = TrainConfig(**TINY)                      # 4 batches per epoch, 3 epochs
     scratch = tmp_path / "scratch"
-    short = run_training(cfg, root=scratch, device="cpu", progress=False, max_iterations=6)
+    short = run_training(cfg, root=scratch, device="cpu", progress=False, control=Control(max_iterations=6))
     rows = short.dir.read_jsonl("metrics.jsonl")
     assert [r["iter"] for r in rows if r["kind"] == "iter"] == list(range(6))
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0, 1]
@@ -202,7 +202,64 @@ def test_max_iterations_stops_early_only_in_a_scratch_root(tmp_path, monkeypatch
     monkeypatch.setenv("RS_RESULTS", str(tmp_path / "store"))
     for root in (None, tmp_path / "store"):
         with pytest.raises(ValueError, match="explicit scratch root"):
-            run_training(cfg, root=root, device="cpu", max_iterations=2)
+            run_training(cfg, root=root, device="cpu", control=Control(max_iterations=2))
     assert not (tmp_path / "store").exists()
     with pytest.raises(ValueError, match="max_iterations"):
-        run_training(cfg, root=scratch, device="cpu", max_iterations=0)
+        run_training(cfg, root=scratch, device="cpu", control=Control(max_iterations=0))
+
+
+def test_cli_train_help_lists_every_train_config_field():
+    """The CLI's train flags are made from TrainConfig's fields: none is missing from --help."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-m", "rs_lib", "train", "--help"], capture_output=True, text=True,
+                         check=True, cwd=root, env=env).stdout
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if "--" + f.name.replace("_", "-") not in out]
+    assert missing == []
+
+
+def test_cli_train_flags_reach_every_field_with_trainconfig_defaults():
+    from rs_lib.__main__ import _train_config, build_parser
+
+    def config(*argv):
+        return _train_config(build_parser().parse_args(["train", *argv]))
+
+    assert config() == TrainConfig()   # every default lives in TrainConfig
+    cfg = config("--schedule", "cyclic", "--peak", "0", "--warmup-by", "epoch", "--keep-epochs", "0", "2",
+                 "--val-size", "500", "--no-augment", "--nesterov", "--param", "sigma=0.5", "--method", "gaussian",
+                 "--eval-param", "eps=0.1", "--milestones", "0.3", "0.6")
+    assert (cfg.peak, cfg.warmup_by, cfg.keep_epochs, cfg.val_size) == (0.0, "epoch", (0, 2), 500)
+    assert (cfg.augment, cfg.nesterov, cfg.method_params, cfg.eval_params) == (False, True, {"sigma": 0.5},
+                                                                               {"eps": 0.1})
+    assert cfg.milestones == (0.3, 0.6)
+    assert config("--method-params", "sigma=0.25", "--method", "gaussian").method_params == {"sigma": 0.25}
+
+
+def test_run_open_serves_a_run_folder_and_a_checkpoint_file_with_one_default(tmp_path):
+    run = run_training(TrainConfig(**{**TINY, "epochs": 1}), root=tmp_path, device="cpu", progress=False)
+    assert train.DEFAULT_CHECKPOINT == "last"
+    opened = train.Run.open(run.dir.path)
+    assert opened.config == run.config and opened.dir.path == run.dir.path
+    default, last = opened.load_model().state_dict(), run.load_model("last").state_dict()
+    assert all(torch.equal(default[k], last[k]) for k in last)
+    from_file = train.Run.open(run.dir.file("checkpoint_best.pt"))
+    best, mine = run.load_model("best").state_dict(), from_file.load_model().state_dict()
+    assert from_file.config == run.config and all(torch.equal(best[k], mine[k]) for k in best)
+    with pytest.raises(ValueError, match="which"):
+        from_file.load_model("last")   # a checkpoint file is the model it names
+    with pytest.raises(ValueError, match="does not exist"):
+        train.Run.open(tmp_path / "absent.pt")
+
+
+def test_cli_help_states_the_default_checkpoint(capsys):
+    from rs_lib.__main__ import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["certify", "--help"])
+    assert f"(default: {train.DEFAULT_CHECKPOINT}" in " ".join(capsys.readouterr().out.split())
