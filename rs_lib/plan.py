@@ -253,7 +253,7 @@ def _noise_training(p: _Plan) -> None:
         p.evaluate(cfg, label, "noisy_accuracy", images=s.n_test, samples=s.n_test * len(s.eval_sigmas))
 
 
-def _robust(p: _Plan, cfg: TrainConfig, label: str, protocol: str, n_test: int, which: str = "best",
+def _robust(p: _Plan, cfg: TrainConfig, label: str, protocol: str, n_test: int, which: str = bs.REPORTED_CHECKPOINT,
             eps: float | None = None) -> None:
     extra = {} if eps is None else {"eps": eps}
     p.evaluate(cfg, label, "robustness", images=n_test, protocol=protocol, n_test=n_test, which=which, **extra)

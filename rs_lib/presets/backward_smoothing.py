@@ -47,7 +47,7 @@ from .. import _validate as check
 from .. import methods
 from .. import robustness as _robustness
 from ..robustness import PGD_STEP_RATIO, threat_eps
-from ..train import TrainConfig
+from ..train import CHECKPOINTS, TrainConfig
 from ._checks import list_of, seed_list
 from ._settings import TrainKnobs, knob
 
@@ -462,6 +462,13 @@ def validation_params(settings: Any, eps: float) -> dict[str, Any]:
     return {**settings.eval_params, "eps": eps, "pgd_step_size": PGD_STEP_RATIO * eps}
 
 
+#: The checkpoint the chapter's tables report unless a column says "last": the epoch with the best
+#: validation robust accuracy (the paper's early stopping, Rice et al. 2020). A chapter protocol, not
+#: the library's default (`rs_lib.train.DEFAULT_CHECKPOINT`, the last epoch, which a smoothed classifier
+#: certifies).
+REPORTED_CHECKPOINT = "best"
+
+
 def fit(settings: Any, method: str, *, device: str = "auto", progress: bool = True, **kwargs: Any):
     """Train (or read back from :data:`STORE`) the run of :func:`train_config` (same arguments)."""
     from ..train import run_training
@@ -470,7 +477,7 @@ def fit(settings: Any, method: str, *, device: str = "auto", progress: bool = Tr
                         progress=progress)
 
 
-def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", device: str = "auto",
+def robustness(run: Any, *, protocol: str, n_test: int, which: str = REPORTED_CHECKPOINT, device: str = "auto",
                eps: float | None = None) -> dict[str, Any]:
     """Clean and robust accuracy of a run's ``which`` checkpoint ('best' on validation or 'last') on
     the first ``n_test`` test images under the named ``protocol`` of :data:`rs_lib.robustness.PROTOCOLS`,
@@ -499,13 +506,13 @@ def robustness(run: Any, *, protocol: str, n_test: int, which: str = "best", dev
     return run.cached("robustness", params, compute)
 
 
-def robustness_params(config: TrainConfig, *, protocol: str, n_test: int, which: str = "best",
+def robustness_params(config: TrainConfig, *, protocol: str, n_test: int, which: str = REPORTED_CHECKPOINT,
                       eps: float | None = None) -> dict[str, Any]:
     """What :func:`robustness`'s cached result on a run of ``config`` depends on (validated); the
     radius defaults to the run's own (`rs_lib.robustness.threat_eps`)."""
     _protocol("protocol", protocol)
     check.positive_int("n_test", n_test)
-    check.choice("which", which, ("best", "last"))
+    check.choice("which", which, CHECKPOINTS)
     eps = _run_eps(config) if eps is None else check.positive("eps", eps)
     params = {"protocol": protocol, "n_test": n_test, "which": which, "eps": eps}
     if protocol.startswith("autoattack"):

@@ -34,6 +34,7 @@ import torch
 from rs_lib import _record, lock, store
 from rs_lib import _validate as check
 from rs_lib import data as data_mod
+from rs_lib.train import DEFAULT_CHECKPOINT
 
 from . import dataset, tsv
 from .classifier import Smooth
@@ -43,7 +44,7 @@ WHICH = ("last", "best")
 
 
 def certify_params(*, split: str = "test", n_points: int, n0: int, n: int, alpha: float, sigma: float,
-                   seed: int = 0, which: str = "last") -> dict[str, Any]:
+                   seed: int = 0, which: str = DEFAULT_CHECKPOINT) -> dict[str, Any]:
     """What a stored run's certification file depends on (validated): the basis of its name."""
     check.choice("split", split, data_mod.SPLITS)
     check.positive_int("n_points", n_points)
@@ -78,7 +79,7 @@ class RunCertification:
     sigma: float | None = None
     seed: int = 0
     split: str = "test"
-    which: str = "last"
+    which: str = DEFAULT_CHECKPOINT
 
     def __post_init__(self) -> None:
         if not isinstance(self.settings, CertifySettings):
