@@ -161,8 +161,7 @@ def execute_notebook(name: str | Path, *, profile: str, device: str = "auto", ou
     _check_device(device)
     n_threads = _check_threads(threads)
     for flag, value in (("progress", progress), ("read_only", read_only)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{flag} must be True or False, got {value!r}")
+        check.flag(flag, value)
     out_dir = check.directory("output_dir", output_dir, must_exist=False)
     path = notebook_path(name)
     if parameters is not None and not isinstance(parameters, Mapping):
@@ -325,8 +324,7 @@ def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequenc
     n_threads = _check_threads(threads)
     for flag, value in (("build", build), ("progress", progress), ("read_only", read_only),
                         ("browser_check", browser_check)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{flag} must be True or False, got {value!r}")
+        check.flag(flag, value)
     if toc_notebooks() != NOTEBOOKS:
         raise ValueError(f"_toc.yml lists the executed notebooks {list(toc_notebooks())} but "
                          f"rs_lib.book.NOTEBOOKS is {list(NOTEBOOKS)}: make them agree")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import _validate as check
+from . import models as _models
 
 MetricFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, Mapping[str, Any], torch.Generator], torch.Tensor]
 
@@ -76,12 +77,10 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     metrics = list(metrics)
     params = dict(params or {})
     metric_params(metrics, params)
-    was_training = model.training
-    model.eval()
     correct = {m: 0 for m in metrics}
     total = 0
     generator = None
-    try:
+    with _models.mode(model, train=False):
         for x, y in batches:
             check.images("batches' x", x)
             check.labels("batches' y", y)
@@ -90,8 +89,6 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             for m in metrics:
                 correct[m] += int(VAL_METRICS[m](model, x, y, params, generator).sum())
             total += len(y)
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("evaluate: no examples in batches")
     return {f"{m}_acc": correct[m] / total for m in metrics}
@@ -137,8 +134,7 @@ def _pgd_params(params: Mapping[str, Any]) -> None:
         check.positive_int("eval_params['pgd_steps']", params["pgd_steps"])
     if "pgd_step_size" in params:
         check.positive("eval_params['pgd_step_size']", params["pgd_step_size"])
-    if not isinstance(params.get("pgd_random_start", True), bool):
-        raise ValueError(f"eval_params['pgd_random_start'] must be True or False, got {params['pgd_random_start']!r}")
+    check.flag("eval_params['pgd_random_start']", params.get("pgd_random_start", True))
 
 
 def pgd_metric_settings(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,7 +143,7 @@ def pgd_metric_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     reference notes' §7 pilot; random starts see through the gradient masking of a collapsed model)."""
     _pgd_params(params)
     eps = params["eps"]
-    return {"eps": eps, "steps": params.get("pgd_steps", 20), "step_size": params.get("pgd_step_size", eps / 4),
+    return {"eps": eps, "steps": params.get("pgd_steps", 20), "step_size": params.get("pgd_step_size", _attacks.pgd_step(eps)),
             "random_start": params.get("pgd_random_start", True)}
 
 
@@ -155,7 +151,7 @@ def pgd_metric_settings(params: Mapping[str, Any]) -> dict[str, Any]:
 def _fgsm(model, x, y, params, generator):
     """FGSM from x with step eps (no random start). With 'clean' and 'pgd' it shows catastrophic
     overfitting: FGSM accuracy above clean accuracy while PGD accuracy falls to 0."""
-    x_adv = _attacks.fgsm(model, x, y, eps=params["eps"]).x_adv
+    x_adv = _attacks.fgsm(model, x, y, _attacks.FGSM(params["eps"])).x_adv
     with torch.inference_mode():
         return model(x_adv).argmax(1) == y
 
@@ -163,7 +159,7 @@ def _fgsm(model, x, y, params, generator):
 @register_metric("pgd", check_params=_pgd_params)
 def _pgd(model, x, y, params, generator):
     """PGD-k on CE (settings: `pgd_metric_settings`), random start from ``generator``."""
-    x_adv = _attacks.pgd(model, x, y, generator=generator, **pgd_metric_settings(params))
+    x_adv = _attacks.pgd(model, x, y, _attacks.PGD(**pgd_metric_settings(params)), generator=generator)
     with torch.inference_mode():
         return model(x_adv).argmax(1) == y
 
@@ -188,10 +184,12 @@ class Protocol:
 
 _BS_STEP = "(CE, no random start, step ε/4: the BS code's 0.0078 at ε 0.031)"
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("pgd20_bs", f"PGD-20 {_BS_STEP}", "pgd", 20, 0.25),
-    Protocol("pgd100_bs", f"PGD-100 {_BS_STEP}", "pgd", 100, 0.25),
-    Protocol("pgd20_rs", "PGD-20 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 20, 0.25, True),
-    Protocol("pgd100_rs", "PGD-100 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 100, 0.25, True),
+    Protocol("pgd20_bs", f"PGD-20 {_BS_STEP}", "pgd", 20, _attacks.PGD_STEP_RATIO),
+    Protocol("pgd100_bs", f"PGD-100 {_BS_STEP}", "pgd", 100, _attacks.PGD_STEP_RATIO),
+    Protocol("pgd20_rs", "PGD-20 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 20,
+             _attacks.PGD_STEP_RATIO, True),
+    Protocol("pgd100_rs", "PGD-100 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 100,
+             _attacks.PGD_STEP_RATIO, True),
     Protocol("autoattack_standard", "AutoAttack, standard protocol (torchattacks re-implementation: APGD-CE, "
              "APGD-T, FAB-T 100 iterations, Square 5000 queries, seed 0)", "autoattack", 100, queries=5000),
     Protocol("autoattack_fast", "AutoAttack-fast (CI-sized, NOT the standard protocol: APGD-CE, APGD-T, FAB-T "
@@ -293,14 +291,13 @@ def _resolve_attack(eps: float, protocol: str | None, given: dict[str, Any]) -> 
         return settings, p.label
     attack = check.choice("attack", given["attack"] or "pgd", ROBUST_ATTACKS)
     defaults = {"steps": {"autoattack": 100, "rays": 0}.get(attack, 20),
-                "step_size": eps / 4 if attack == "pgd" else None, "random_start": False, "restarts": 1,
+                "step_size": _attacks.pgd_step(eps) if attack == "pgd" else None, "random_start": False, "restarts": 1,
                 "queries": {"autoattack": 5000, "rays": 10_000}.get(attack)}
     settings = {"attack": attack, **{k: d if given[k] is None else given[k] for k, d in defaults.items()}}
     if attack != "rays":
         check.positive_int("steps", settings["steps"])
     check.positive_int("restarts", settings["restarts"])
-    if not isinstance(settings["random_start"], bool):
-        raise ValueError(f"random_start must be True or False, got {settings['random_start']!r}")
+    check.flag("random_start", settings["random_start"])
     for name in ("step_size", "queries"):
         if settings[name] is not None:
             (check.positive if name == "step_size" else check.positive_int)(name, settings[name])
@@ -417,7 +414,7 @@ def robust_accuracy(model: nn.Module, data: Any, *, eps: float, protocol: str | 
     settings, label = _resolve_attack(eps, protocol, dict(attack=attack, steps=steps, step_size=step_size,
                                                           random_start=random_start, restarts=restarts,
                                                           queries=queries))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = _models.device_of(model)
     clean_all, robust_all, distance_all = [], [], []
     generator, aa, checks = None, None, []
     stage_counts = torch.zeros(len(AA_STAGES), dtype=torch.long)
@@ -529,11 +526,11 @@ def _still_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
                    generator: torch.Generator, aa: Any) -> torch.Tensor:
     """Correctness on one attack run's adversarial examples."""
     if settings["attack"] == "pgd":
-        x_adv = _attacks.pgd(model, x, y, eps=eps, step_size=settings["step_size"], steps=settings["steps"],
-                             random_start=settings["random_start"], generator=generator)
+        pgd = _attacks.PGD(eps, settings["step_size"], settings["steps"], random_start=settings["random_start"])
+        x_adv = _attacks.pgd(model, x, y, pgd, generator=generator)
     elif settings["attack"] == "fgsm":
-        x_adv = _attacks.fgsm(model, x, y, eps=eps, step_size=settings["step_size"],
-                              random_start=settings["random_start"], generator=generator).x_adv
+        fgsm = _attacks.FGSM(eps, settings["step_size"], random_start=settings["random_start"])
+        x_adv = _attacks.fgsm(model, x, y, fgsm, generator=generator).x_adv
     else:
         raise ValueError(f"attack {settings['attack']!r} has no single-run form here")
     with torch.no_grad():
@@ -612,7 +609,7 @@ def empirical_accuracy(model: nn.Module, data: Any, *, sigma: float, eps: float,
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if attack == "ddn" and eps > 0 and eps <= 3 / 510:
         raise ValueError(f"eps must be > 3/510 for attack='ddn' (its gamma needs it), got {eps!r}")
-    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    device = _models.device_of(model)
     chunk = max(1, batch_size // num_noise)
     chunks = _labelled_batches(data, chunk, device)
     total = len(data) if isinstance(data, data_mod.ImageData) else \
@@ -620,12 +617,10 @@ def empirical_accuracy(model: nn.Module, data: Any, *, sigma: float, eps: float,
     sample_device = generator.device if generator is not None else torch.device("cpu")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=sample_device))
 
-    was_training = model.training
-    model.eval()
     predictions: list[int] = []
     labels: list[int] = []
     smooth = None
-    try:
+    with _models.mode(model, train=False):
         with tqdm(total=total, desc=f"empirical {attack} eps={eps:g}", disable=None if progress else True,
                   unit="input") as bar:
             for x_batch, y_batch in chunks:
@@ -643,8 +638,6 @@ def empirical_accuracy(model: nn.Module, data: Any, *, sigma: float, eps: float,
                     predictions += smooth.predict_batch(x_adv, n, alpha, batch_size, generators=gens)
                     labels += y.tolist()
                     bar.update(len(x))
-    finally:
-        model.train(was_training)
     if not predictions:
         raise ValueError("data must hold at least one example")
     pred, lab = np.asarray(predictions, dtype=np.int64), np.asarray(labels, dtype=np.int64)
@@ -660,11 +653,11 @@ def _attack_smoothed(attacks: Any, model: nn.Module, x: torch.Tensor, y: torch.T
         return x
     if attack == "base_pgd":
         zero = torch.zeros((x.shape[0], 1, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        return attacks.smoothadv_pgd(model, x, y, eps=eps, steps=steps, sigma=0.0, num_noise=1, noise=zero,
-                                     generator=generator).x_adv
+        return attacks.smoothadv_pgd(model, x, y, attacks.SmoothAdvPGD(eps, steps, sigma=0.0, num_noise=1),
+                                     noise=zero, generator=generator).x_adv
     if attack == "ddn":
         gamma = 1 - (3 / 510 / eps) ** (1 / steps)
-        return attacks.smoothadv_ddn(model, x, y, eps=eps, steps=steps, sigma=sigma, num_noise=num_noise,
-                                     gamma=gamma, init_norm=1.0, generator=generator).x_adv
-    return attacks.smoothadv_pgd(model, x, y, eps=eps, steps=steps, sigma=sigma, num_noise=num_noise,
-                                 estimator=estimator, generator=generator).x_adv
+        ddn = attacks.SmoothAdvDDN(eps, steps, sigma, num_noise, gamma=gamma, init_norm=1.0)
+        return attacks.smoothadv_ddn(model, x, y, ddn, generator=generator).x_adv
+    pgd = attacks.SmoothAdvPGD(eps, steps, sigma, num_noise, estimator=estimator)
+    return attacks.smoothadv_pgd(model, x, y, pgd, generator=generator).x_adv

@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 from rs_lib import _record
 from rs_lib import _validate as check
 from rs_lib import lock
+from rs_lib import models
 
 ABSTAIN = -1
 TSV_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -174,8 +175,7 @@ class Smooth:
         check.integer("num_classes", num_classes, low=2)
         check.positive("sigma", sigma)
         check.choice("channels_last", channels_last, [False, True, "auto"])
-        if not isinstance(compile, bool):
-            raise ValueError(f"compile must be True or False, got {compile!r}")
+        check.flag("compile", compile)
         check.choice("autocast_dtype", autocast_dtype, [None, torch.bfloat16, torch.float16])
         if autocast_dtype is not None:
             warnings.warn(f"Smooth(autocast_dtype={autocast_dtype}) certifies the reduced-precision "
@@ -991,9 +991,7 @@ def certify_complete(path: str | Path, rows: int) -> bool:
         return False
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of a model's first parameter (CPU for a parameter-free model)."""
-    return next((t.device for t in model.parameters()), torch.device("cpu"))
+model_device = models.device_of  # re-exported: the one device helper lives in rs_lib.models
 
 
 def summary_table(frames: Mapping[Any, pd.DataFrame], radii: Sequence[float]) -> pd.DataFrame:
@@ -1036,13 +1034,8 @@ def interpolation_confidence(model: nn.Module, x: torch.Tensor, x_adv: torch.Ten
     device = model_device(model)
     x, x_adv = x.to(device), x_adv.to(device)
     noise = attacks.draw_noise(x, sigma=sigma, num_noise=num_noise, generator=generator)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            path = [attacks.smoothed_softmax(model, (1 - lam) * x + lam * x_adv, noise) for lam in ratios]
-    finally:
-        model.train(was_training)
+    with models.mode(model, train=False), torch.inference_mode():
+        path = [attacks.smoothed_softmax(model, (1 - lam) * x + lam * x_adv, noise) for lam in ratios]
     return torch.stack(path, dim=1).cpu().numpy()
 
 
@@ -1109,8 +1102,8 @@ def adversarial_interpolation(model: nn.Module, x: torch.Tensor, y: torch.Tensor
         raise ValueError(f"y must be a tensor of {x.shape[0]} labels, got {getattr(y, 'shape', y)!r}")
     device = model_device(model)
     x, y = x.to(device), y.to(device)
-    x_adv = attacks.smoothmix_attack(model, x, y, step_size=step_size, steps=steps, sigma=sigma,
-                                     num_noise=num_noise, generator=generator).x_adv
+    adversary = attacks.SmoothMix(step_size, steps, sigma, num_noise)
+    x_adv = attacks.smoothmix_attack(model, x, y, adversary, generator=generator).x_adv
     conf = interpolation_confidence(model, x, x_adv, sigma=sigma, num_noise=num_noise, ratios=ratios,
                                     generator=generator)
     labels = y.cpu().numpy()

@@ -18,9 +18,8 @@ the chapters' objectives live in submodules imported at the end of this file:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate as check
+from ..models import mode  # noqa: F401  (re-exported: the objectives' phase helper)
 
 
 @dataclass(frozen=True)
@@ -138,15 +138,18 @@ def method_config(name: str, params: Mapping[str, Any] | None = None) -> Any:
     return method.config_cls(**params)
 
 
-@contextlib.contextmanager
-def mode(model: nn.Module, *, train: bool) -> Iterator[nn.Module]:
-    """Put ``model`` in train or eval mode for a phase and restore the previous mode after."""
-    was_training = model.training
-    model.train(train)
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+def warmup_factor(warmup_epochs: float, epoch: int, progress: float = 0.0, *, by: str = "epoch") -> float:
+    """The linear warm-up factor in [0, 1] of every warm-up in the book (1 when ``warmup_epochs`` is 0).
+
+    ``by='epoch'``: min(1, (epoch + 1) / warmup_epochs), constant within an epoch (SmoothAdv's and
+    SmoothMix's per-method warm-up); ``by='iteration'``: min(1, progress / warmup_epochs), with
+    ``progress`` the fractional epochs done (the loop's ``TrainConfig.warmup_by`` default).
+    """
+    if warmup_epochs == 0:
+        return 1.0
+    if by == "epoch":
+        return min(1.0, (epoch + 1) / warmup_epochs)
+    return min(1.0, progress / warmup_epochs)
 
 
 def scalar(t: torch.Tensor) -> torch.Tensor:
