@@ -10,6 +10,16 @@ paper's) and its cost per iteration in forward / backward passes, counted in bat
 (a forward of m noisy copies of the batch counts m; an input-gradient backward counts 1, the
 weight backward counts 1).
 
+Public names: `METHODS`, `register`, `get_method`, `method_config`, `resolved_params`, `added_option`
+(an option added after runs were stored), `Method`, `Passes`, `StepContext`, `StepOutput`, `scalar`,
+`warmup_factor` (the one linear warm-up rule, the loop's and the methods' own), and `mode` (re-exported
+from :mod:`rs_lib.models`). Attacks come from :mod:`rs_lib.attacks`, each with its config dataclass.
+
+Hyperparameter spellings are stored run keys (``method_params`` in ``config.json``, hence the run's
+hash) and stay as first stored: λ is ``lbd`` for the smoothing regularisers and ``lam`` for
+GradAlign (``lam``, ``lam_rule``, GradAlign's own code's names); renaming either would re-key every
+stored run of those methods.
+
 The package holds the registry and the two foundation objectives (``standard``, ``gaussian``);
 the chapters' objectives live in submodules imported at the end of this file:
 :mod:`rs_lib.methods.adversarial` (Backward Smoothing and its baselines) and

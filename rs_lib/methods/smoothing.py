@@ -30,6 +30,12 @@ Conventions shared by every objective here:
 * Pass counts are per training iteration in batch-equivalents (a forward or backward of the
   m noisy copies of a batch counts m); an attack step costs one forward and one input-gradient
   backward of its m copies. Counts are at full cost (a warm-up factor of exactly 0 skips the attack).
+* λ: the regulariser weight of ``stability``, ``macer`` and ``consistency`` is the field ``lbd`` (their
+  codes' spelling, a stored run key); SmoothMix's λ is a different quantity, the per-example mixing
+  ratio (``SmoothMixTerms.lam``, drawn each step, never stored).
+
+Public names: the objectives and configs of the table above, `SmoothMixTerms`, `smoothmix_terms` and
+`mixup_targets` (SmoothMix's loss written out, for the tests and the analysis notebooks).
 """
 
 from __future__ import annotations
