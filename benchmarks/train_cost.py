@@ -75,9 +75,10 @@ def main() -> None:
     if "standard" not in names:
         names = ["standard", *names]
     weight = None if args.backward_weight == "measured" else float(args.backward_weight)
+    timing = cost.Timing(batch_size=args.batch_size, iters=args.iters, warmup=args.warmup, threads=args.threads,
+                         backward_weight=weight)
     table = cost.measure({n: (n, cost.paper_config(n)) for n in names}, model=args.model, dataset=args.dataset,
-                         batch_size=args.batch_size, iters=args.iters, warmup=args.warmup, device=args.device,
-                         threads=args.threads, backward_weight=weight)
+                         device=args.device, timing=timing)
     w = table.attrs["weights"]
     print(f"model {args.model}, {args.dataset}, batch {args.batch_size}, {args.iters} timed iterations after "
           f"{args.warmup} (interleaved, median), device {args.device}, threads {table.attrs['threads']}, "

@@ -1,7 +1,10 @@
 """Argument checks shared by every public function.
 
 Each check raises ``ValueError`` whose message names the argument, the value received and what
-is allowed, so that bad input fails before any heavy work starts.
+is allowed, so that bad input fails before any heavy work starts; most return the value they accept.
+
+Public names: `number`, `positive`, `non_negative`, `probability`, `integer`, `positive_int`,
+`flag` (True or False), `choice`, `directory`, `resolve_device`, `images`, `labels`, `output_width`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ def number(name: str, value: Any, *, low: float | None = None, high: float | Non
         bracket = ")" if high_open else "]"
         raise ValueError(f"{name} must be in {'(' if low_open else '['}"
                          f"{low if low is not None else '-inf'}, {high}{bracket}, got {value!r}")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """True or False (not 0/1, not None): the one check of every boolean option."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
 
 

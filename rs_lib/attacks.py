@@ -1,16 +1,33 @@
 """Every attack of the book: one projected steepest-ascent template, many objectives.
 
-| function | paper | objective maximised |
-|---|---|---|
-| `pgd`, `pgd_attack`, `fgsm` | Madry et al. 2018; Wong et al. 2020 (Fast AT) | CE (or any `loss_fn`) |
-| `trades_kl_attack` | Zhang et al. 2019 (TRADES), BS paper eq. 4.1-4.2 | KL(s(f(x)) ‖ s(f(x'))) |
-| `backward_smoothing_init` / `_attack` | Chen et al. (Backward Smoothing) eq. 4.4-4.5 | −KL to f(x)+γψ; KL |
-| `backward_smoothing_pgd_init` | BS paper, appendix "PGD based Backward Smoothing" | −(y-logit mismatch)² |
-| `odi_init` | Tashiro et al. 2020 (ODI) | w·f(x'), w ~ U(−1, 1)^C |
-| `gradalign_regularizer` | Andriushchenko & Flammarion 2020 | (a regulariser, not an attack) |
-| `rays` | Chen & Gu 2020 (RayS), BS paper Table 5 | hard-label: l-inf distance to the decision boundary |
-| `smoothadv_pgd`, `_ddn`, `stein_gradient` | Salman et al. 2019 (SmoothAdv) §3, App. | −log F̂_y (smoothed) |
-| `smoothmix_attack` | Jeong et al. 2021 (SmoothMix) §3 | −log F̂_y, unrestricted |
+Each attack is a function ``attack_fn(model, x[, y], config, *, <per-call state>)``: the *config* is a
+small frozen dataclass holding the attack's hyperparameters (the numbers a paper's table states: radius,
+norm, step size and count, start, ...), built once and reused for every batch, like a torchattacks
+attack object; the keyword-only rest is what changes per call (given start points, clean logits, the
+noise, ψ, the generator, ``track_loss``).
+
+| function | config | paper | objective maximised |
+|---|---|---|---|
+| `pgd`, `pgd_attack` | `PGD` | Madry et al. 2018 | CE (or any ``loss_fn``) |
+| `fgsm` | `FGSM` | Wong et al. 2020 (Fast AT) | CE |
+| `trades_kl_attack` | `TradesKL` | Zhang et al. 2019 (TRADES), BS paper eq. 4.1-4.2 | KL(s(f(x)) ‖ s(f(x'))) |
+| `backward_smoothing_init` / `_attack` | `BackwardSmoothing` | Chen et al. (Backward Smoothing) eq. 4.4-4.5 | −KL to f(x)+γψ; KL |
+| `backward_smoothing_pgd_init` | `BackwardSmoothingPGD` | BS paper, appendix "PGD based Backward Smoothing" | −(y-logit mismatch)² |
+| `odi_init` | `ODI` | Tashiro et al. 2020 (ODI) | w·f(x'), w ~ U(−1, 1)^C |
+| `gradalign_regularizer` | (keywords) | Andriushchenko & Flammarion 2020 | (a regulariser, not an attack) |
+| `rays` | (keywords) | Chen & Gu 2020 (RayS), BS paper Table 5 | hard-label: l-inf distance to the decision boundary |
+| `smoothadv_pgd`, `smoothadv_ddn` | `SmoothAdvPGD`, `SmoothAdvDDN` | Salman et al. 2019 (SmoothAdv) §3, App. | −log F̂_y (smoothed) |
+| `stein_gradient` | (keywords) | SmoothAdv eq. 7 | (a gradient estimate) |
+| `smoothmix_attack` | `SmoothMix` | Jeong et al. 2021 (SmoothMix) §3 | −log F̂_y, unrestricted |
+
+Also: `Ball` (the threat model ‖x' − x‖ ≤ eps, with its projection), `pgd_step` (the BS code's PGD step
+eps/4, `PGD_STEP_RATIO`), `lambda_gradalign`, `draw_noise`, `smoothed_softmax`, `smoothed_nll`, the
+result tuples `AttackResult`, `SmoothAdvResult`, `SmoothMixResult`, `RaySResult`.
+
+Cost: a k-step attack costs k forwards and k input-gradient backwards of the batch (m noisy copies
+each for the smoothed attacks: ×m); ``track_loss`` adds one no-grad forward; `rays` costs at most
+``query_limit`` label queries per example; `stein_gradient` needs no backward.
+Guarantee: every output lies in the threat model's ball (when it has one) and in [0, 1].
 
 Conventions: ``x`` is a batch of images in [0, 1], shape (N, ...), ``y`` integer labels (N,);
 ``eps`` and ``step_size`` are in pixel units, per coordinate (``'linf'``) or as the Euclidean norm of
@@ -21,13 +38,15 @@ only, so no parameter ``.grad`` appears. Every iterate is projected onto the bal
 are detached, with x's dtype and device. Per-example losses are summed for the gradient, so an
 example's (sign or normalised) step does not depend on the batch; reported statistics are batch
 means. Randomness comes only from ``generator`` (any device; draws move to x's device), else from
-the global RNG of x's device.
+the global RNG of x's device. Configs are not validated when built but when an attack runs, with
+the same one-line errors as the keyword arguments they replace.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
@@ -40,7 +59,16 @@ Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
 STEP_ORDERS: tuple[str, ...] = ("project_clamp", "clamp_renorm")  # SmoothAdv l2 PGD: ours, the reference's
 GradFn = Callable[[Tensor], tuple[Tensor, Tensor]]  # point -> (per-example loss, gradient)
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> scalar or per-example loss
 _TINY = 1e-12
+
+#: PGD step / eps of the Backward Smoothing code's evaluation PGD (0.0078 at eps 0.031, ≈ 2/255 at 8/255).
+PGD_STEP_RATIO = 0.25
+
+
+def pgd_step(eps: float) -> float:
+    """The evaluation PGD's step size for radius ``eps``: eps/4 (`PGD_STEP_RATIO`, the BS code's ratio)."""
+    return eps / 4
 
 
 class AttackResult(NamedTuple):
@@ -66,6 +94,164 @@ class SmoothMixResult(NamedTuple):
     x_init: Tensor
     x_adv: Tensor
     noise: Tensor
+
+
+# ------------------------------------------------------------------------------ configs
+@dataclass(frozen=True)
+class Ball:
+    """The threat model: ‖x' − x‖_norm ≤ eps (``eps=None``: no ball, only the [0, 1] box)."""
+
+    eps: float | None
+    norm: Norm = "linf"
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """x_adv projected onto the ball around x, then clamped to [0, 1] (`_project`)."""
+        return _project(x_adv, x, self.eps, self.norm)
+
+
+@dataclass(frozen=True)
+class PGD:
+    """PGD (Madry et al. 2018): ``steps`` steps of ``step_size`` in the ``norm`` ball of radius ``eps``.
+
+    random_start: start from a uniform point of the ball, clamped to [0, 1] before the first
+    gradient (``clamp_start=True``) or not. loss_fn: ``loss_fn(logits, y)`` in place of per-example CE.
+    """
+
+    eps: float
+    step_size: float
+    steps: int
+    norm: Norm = "linf"
+    random_start: bool = False
+    clamp_start: bool = True
+    loss_fn: LossFn | None = None
+
+    @property
+    def ball(self) -> Ball:
+        return Ball(self.eps, self.norm)
+
+
+@dataclass(frozen=True)
+class FGSM:
+    """FGSM / Fast AT's attack: one CE step of ``step_size`` (α, default ``eps``), optional uniform start."""
+
+    eps: float
+    step_size: float | None = None
+    norm: Norm = "linf"
+    random_start: bool = False
+    clamp_start: bool = True
+
+    def as_pgd(self) -> PGD:
+        """The same attack as a one-step `PGD`."""
+        step_size = self.eps if self.step_size is None else self.step_size
+        return PGD(self.eps, step_size, 1, self.norm, self.random_start, self.clamp_start)
+
+
+@dataclass(frozen=True)
+class TradesKL:
+    """TRADES' inner maximisation: ``steps`` KL ascent steps of ``step_size`` in the ``eps``-ball.
+
+    start: ``'gaussian'`` x + 0.001·N(0, I) (TRADES), ``'uniform'`` x + U(ball) (Fast TRADES), ``'zero'`` x.
+    """
+
+    eps: float
+    step_size: float
+    steps: int
+    norm: Norm = "linf"
+    start: Literal["gaussian", "uniform", "zero"] = "gaussian"
+
+    @property
+    def ball(self) -> Ball:
+        return Ball(self.eps, self.norm)
+
+
+@dataclass(frozen=True)
+class BackwardSmoothing:
+    """Backward Smoothing (BS Alg. 1): one init step of ``step_size`` towards f(x) + γψ averaged over
+    ``num_points`` ψ draws, then ``steps`` TRADES KL steps (the same ``step_size``, the reference's α)."""
+
+    eps: float
+    step_size: float
+    steps: int = 1
+    gamma: float = 1.0
+    num_points: int = 1
+    norm: Norm = "linf"
+
+    @property
+    def ball(self) -> Ball:
+        return Ball(self.eps, self.norm)
+
+
+@dataclass(frozen=True)
+class BackwardSmoothingPGD:
+    """PGD-based Backward Smoothing's init: one descent step on the y-logit mismatch.
+
+    target: ``'shifted'`` (f(x)_y + γψ_y, eq. 4.3's y-component) or ``'literal'`` (γψ_y, as printed).
+    """
+
+    eps: float
+    step_size: float
+    gamma: float = 1.0
+    target: Literal["shifted", "literal"] = "shifted"
+    norm: Norm = "linf"
+
+    @property
+    def ball(self) -> Ball:
+        return Ball(self.eps, self.norm)
+
+
+@dataclass(frozen=True)
+class ODI:
+    """Output Diversified Initialisation: ``steps`` steps of ``step_size`` (default eps) on w·f(x')."""
+
+    eps: float
+    step_size: float | None = None
+    steps: int = 2
+    random_start: bool = True
+    norm: Norm = "linf"
+
+
+@dataclass(frozen=True)
+class SmoothAdvPGD:
+    """SmoothAdv's l2 PGD on −log F̂_y with ``num_noise`` noise vectors of std ``sigma``.
+
+    step_size: default 2·eps/steps. estimator: ``'plugin'`` (autograd of eq. 6) or ``'stein'``.
+    step_order: ``'project_clamp'`` (ours) or ``'clamp_renorm'`` (the reference's).
+    """
+
+    eps: float
+    steps: int
+    sigma: float
+    num_noise: int
+    step_size: float | None = None
+    estimator: Literal["plugin", "stein"] = "plugin"
+    step_order: Literal["project_clamp", "clamp_renorm"] = "project_clamp"
+
+
+@dataclass(frozen=True)
+class SmoothAdvDDN:
+    """SmoothAdv's DDN: radius starts at ``init_norm``, × (1 ∓ gamma) per step; ``levels`` grey levels."""
+
+    eps: float
+    steps: int
+    sigma: float
+    num_noise: int
+    gamma: float = 0.05
+    init_norm: float = 1.0
+    levels: int | None = 256
+
+
+@dataclass(frozen=True)
+class SmoothMix:
+    """SmoothMix's adversary: ``steps`` unrestricted l2 steps of ``step_size`` (ball of ``maxnorm`` if
+    given); ``mix_step`` > 0 also returns the one-step point, projected to radius ``maxnorm_s``."""
+
+    step_size: float
+    steps: int
+    sigma: float
+    num_noise: int
+    mix_step: int = 0
+    maxnorm: float | None = None
+    maxnorm_s: float | None = None
 
 
 # ----------------------------------------------------------------------------------- checks
@@ -176,16 +362,16 @@ def _autograd(objective: Callable[[Tensor], Tensor]) -> GradFn:
     return grad_fn
 
 
-def _ascend(x: Tensor, x_start: Tensor, grad_fn: GradFn, *, eps: float | None, step_size: float,
-            steps: int, norm: str, direction: Callable[[Tensor], Tensor] | None = None,
+def _ascend(x: Tensor, x_start: Tensor, grad_fn: GradFn, ball: Ball, *, step_size: float, steps: int,
+            direction: Callable[[Tensor], Tensor] | None = None,
             project: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
     """The one loop (foolbox-style): ``steps`` × [gradient, unit step, project to the ball, clamp].
 
-    ``project(x_adv, x)`` replaces the last two (default `_project`). Returns the final point and
+    ``project(x_adv, x)`` replaces the last two (default `Ball.project`). Returns the final point and
     the objective's batch mean at the start point.
     """
-    direction = direction or (torch.sign if norm == "linf" else _l2_direction)  # steepest-ascent unit step
-    project = project or (lambda point, clean: _project(point, clean, eps, norm))
+    direction = direction or (torch.sign if ball.norm == "linf" else _l2_direction)  # steepest-ascent unit step
+    project = project or ball.project
     x_adv, loss_start = x_start.detach(), None
     for _ in range(steps):
         loss, grad = grad_fn(x_adv)
@@ -195,10 +381,9 @@ def _ascend(x: Tensor, x_start: Tensor, grad_fn: GradFn, *, eps: float | None, s
     return x_adv, loss_start
 
 
-def _result(x: Tensor, x_start: Tensor, objective: Callable[[Tensor], Tensor], *, eps: float,
-            step_size: float, steps: int, norm: str, track_loss: bool) -> AttackResult:
-    x_adv, loss_start = _ascend(x, x_start, _autograd(objective), eps=eps, step_size=step_size,
-                                steps=steps, norm=norm)
+def _result(x: Tensor, x_start: Tensor, objective: Callable[[Tensor], Tensor], ball: Ball, *,
+            step_size: float, steps: int, track_loss: bool) -> AttackResult:
+    x_adv, loss_start = _ascend(x, x_start, _autograd(objective), ball, step_size=step_size, steps=steps)
     loss_final = None
     if track_loss:
         with torch.no_grad():
@@ -211,8 +396,10 @@ def _ce(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y, reduction="none")
 
 
-def _kl(target_logits: Tensor, logits: Tensor) -> Tensor:
-    """Per-example KL(s(target) ‖ s(logits)), summed over classes (batch mean = 'batchmean')."""
+def kl(target_logits: Tensor, logits: Tensor) -> Tensor:
+    """Per-example KL(s(target) ‖ s(logits)), summed over classes (batch mean = 'batchmean').
+
+    Differentiable in both arguments (TRADES' outer loss does not detach its target)."""
     return F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(target_logits, dim=-1),
                     reduction="none", log_target=True).sum(-1)
 
@@ -227,65 +414,54 @@ def _clean_logits(model: nn.Module, x: Tensor, logits_clean: Tensor | None) -> T
 
 
 # ------------------------------------------------------------------------- l-inf / l2 PGD
-def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
-               norm: Norm = "linf", random_start: bool = False, x_start: Tensor | None = None,
-               loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-               generator: torch.Generator | None = None, track_loss: bool = False,
-               clamp_start: bool = True) -> AttackResult:
+def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, attack: PGD, *, x_start: Tensor | None = None,
+               generator: torch.Generator | None = None, track_loss: bool = False) -> AttackResult:
     """PGD (Madry et al. 2018), returning an `AttackResult` for training objectives.
 
     Start: ``x_start`` if given (e.g. a backward-smoothing or ODI point), else a uniform point of the
-    ball (``random_start``), clamped to [0, 1] before the first gradient (``clamp_start=True``, as
-    Wong et al. and torchattacks) or not (``clamp_start=False``, as the Backward Smoothing
+    ball (``attack.random_start``), clamped to [0, 1] before the first gradient (``clamp_start=True``,
+    as Wong et al. and torchattacks) or not (``clamp_start=False``, as the Backward Smoothing
     repository's ``pgd_fast.py`` / ``pgd_fast_gradalign.py``, whose first gradient is taken at
     x + U(−ε, ε) even outside the box), else x. Each of the
     ``steps`` steps moves by ``step_size`` along sign(∇) (linf) or ∇/‖∇‖₂ (l2), projects, clamps.
     Loss: per-example CE, or ``loss_fn(logits, y)`` (a scalar or per-example tensor).
+    Cost: ``steps`` forwards + input backwards (+1 forward with ``track_loss``).
     """
+    eps, norm = attack.eps, attack.norm
     _check_x(x, y)
-    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size, steps=steps)
+    _check_options(norm=norm, generator=generator, eps=eps, step_size=attack.step_size, steps=attack.steps)
     _check_like("x_start", x_start, tuple(x.shape))
-    if loss_fn is not None and not callable(loss_fn):
+    if attack.loss_fn is not None and not callable(attack.loss_fn):
         raise ValueError("loss_fn must be a callable loss_fn(logits, y) -> tensor")
-    if not isinstance(clamp_start, bool):
-        raise ValueError(f"clamp_start must be True or False, got {clamp_start!r}")
-    loss = loss_fn or _ce
-    if x_start is None and random_start:
+    V.flag("clamp_start", attack.clamp_start)
+    loss = attack.loss_fn or _ce
+    if x_start is None and attack.random_start:
         x_start = x + _random_in_ball(x, eps, norm, generator)
-        x_start = x_start.clamp(0.0, 1.0) if clamp_start else x_start
+        x_start = x_start.clamp(0.0, 1.0) if attack.clamp_start else x_start
     elif x_start is None:
         x_start = x
-    return _result(x, x_start, lambda z: loss(model(z), y), eps=eps, step_size=step_size,
-                   steps=steps, norm=norm, track_loss=track_loss)
+    return _result(x, x_start, lambda z: loss(model(z), y), attack.ball, step_size=attack.step_size,
+                   steps=attack.steps, track_loss=track_loss)
 
 
-def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, steps: int,
-        norm: Norm = "linf", random_start: bool = False,
-        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+def pgd(model: nn.Module, x: Tensor, y: Tensor, attack: PGD, *,
         generator: torch.Generator | None = None) -> Tensor:
     """PGD-k adversarial examples (see `pgd_attack`); for ``'linf'`` the same steps as
     ``torchattacks.PGD(model, eps, alpha=step_size, steps, random_start)`` (mean CE, same sign)."""
-    return pgd_attack(model, x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
-                      random_start=random_start, loss_fn=loss_fn, generator=generator).x_adv
+    return pgd_attack(model, x, y, attack, generator=generator).x_adv
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float | None = None,
-         random_start: bool = False, norm: Norm = "linf", generator: torch.Generator | None = None,
-         track_loss: bool = False, clamp_start: bool = True) -> AttackResult:
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, attack: FGSM, *, generator: torch.Generator | None = None,
+         track_loss: bool = False) -> AttackResult:
     """FGSM / Fast AT's attack (Wong et al. 2020, Alg. 3): optional uniform start (clamped to [0, 1]
     unless ``clamp_start=False``, see `pgd_attack`), one CE step of ``step_size`` (α, default eps),
     project, clamp. ``loss_start`` is CE at the start point, so ``loss_final − loss_start`` is the
-    paper's loss increment (Fig. 1; needs ``track_loss``)."""
-    step_size = eps if step_size is None else step_size
-    return pgd_attack(model, x, y, eps=eps, step_size=step_size, steps=1, norm=norm,
-                      random_start=random_start, generator=generator, track_loss=track_loss,
-                      clamp_start=clamp_start)
+    paper's loss increment (Fig. 1; needs ``track_loss``). Cost: 1 forward + 1 input backward."""
+    return pgd_attack(model, x, y, attack.as_pgd(), generator=generator, track_loss=track_loss)
 
 
 # -------------------------------------------------------------------------------- TRADES
-def trades_kl_attack(model: nn.Module, x: Tensor, *, eps: float, step_size: float, steps: int,
-                     start: Literal["gaussian", "uniform", "zero"] = "gaussian",
-                     x_start: Tensor | None = None, norm: Norm = "linf",
+def trades_kl_attack(model: nn.Module, x: Tensor, attack: TradesKL, *, x_start: Tensor | None = None,
                      logits_clean: Tensor | None = None, generator: torch.Generator | None = None,
                      track_loss: bool = False) -> AttackResult:
     """TRADES inner maximisation of KL(s(f(x)) ‖ s(f(x'))) (Zhang et al. 2019; BS paper eq. 4.1).
@@ -295,9 +471,11 @@ def trades_kl_attack(model: nn.Module, x: Tensor, *, eps: float, step_size: floa
     clamped to [0, 1] before the first gradient (every later iterate is). The target s(f(x)) uses
     ``logits_clean`` if given, else one no-grad forward of x in the model's current mode; it is fixed
     for all steps (the TRADES code recomputes it per step, which changes nothing for the gradient).
+    Cost: ``steps`` forwards + input backwards (+1 forward without ``logits_clean``, +1 with ``track_loss``).
     """
+    eps, norm, start = attack.eps, attack.norm, attack.start
     _check_x(x)
-    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size, steps=steps)
+    _check_options(norm=norm, generator=generator, eps=eps, step_size=attack.step_size, steps=attack.steps)
     V.choice("start", start, ("gaussian", "uniform", "zero"))
     _check_like("x_start", x_start, tuple(x.shape))
     clean = _clean_logits(model, x, logits_clean)
@@ -305,16 +483,15 @@ def trades_kl_attack(model: nn.Module, x: Tensor, *, eps: float, step_size: floa
         x_start = x + 0.001 * _draw("normal", tuple(x.shape), x, generator)
     elif x_start is None:
         x_start = x + _random_in_ball(x, eps, norm, generator) if start == "uniform" else x
-    return _result(x, x_start, lambda z: _kl(clean, model(z)), eps=eps, step_size=step_size,
-                   steps=steps, norm=norm, track_loss=track_loss)
+    return _result(x, x_start, lambda z: kl(clean, model(z)), attack.ball, step_size=attack.step_size,
+                   steps=attack.steps, track_loss=track_loss)
 
 
 # ---------------------------------------------------------------------- Backward Smoothing
-def _descend_once(model: nn.Module, x: Tensor, mismatch: Callable[[Tensor], Tensor], *, eps: float,
-                  step_size: float, norm: str) -> Tensor:
+def _descend_once(model: nn.Module, x: Tensor, mismatch: Callable[[Tensor], Tensor], ball: Ball, *,
+                  step_size: float) -> Tensor:
     """One projected signed (linf) / normalised (l2) *descent* step from ξ = 0 on mismatch(f(x+ξ))."""
-    x_start, _ = _ascend(x, x, _autograd(lambda z: -mismatch(model(z))), eps=eps,
-                         step_size=step_size, steps=1, norm=norm)
+    x_start, _ = _ascend(x, x, _autograd(lambda z: -mismatch(model(z))), ball, step_size=step_size, steps=1)
     return x_start
 
 
@@ -329,12 +506,14 @@ def _draw_psi(psi: Tensor | None, logits: Tensor, num_points: int,
     return psi.to(logits)
 
 
-def _backward_smoothing(model: nn.Module, x: Tensor, *, eps: float, step_size: float, gamma: float,
-                        num_points: int, norm: str, logits_clean: Tensor | None, psi: Tensor | None,
-                        generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """(x + ξ*, clean logits); the forward at ξ = 0 doubles as the clean forward when none is given."""
+def backward_smoothing_point(model: nn.Module, x: Tensor, attack: BackwardSmoothing, *,
+                             logits_clean: Tensor | None = None, psi: Tensor | None = None,
+                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """(`backward_smoothing_init`'s x + ξ*, the clean logits): the forward at ξ = 0 doubles as the
+    clean forward when no ``logits_clean`` is given, so a caller gets the TRADES target for free."""
+    eps, norm, gamma, num_points = attack.eps, attack.norm, attack.gamma, attack.num_points
     _check_x(x)
-    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size, num_points=num_points)
+    _check_options(norm=norm, generator=generator, eps=eps, step_size=attack.step_size, num_points=num_points)
     V.non_negative("gamma", gamma)
     allowed = [(num_points, len(x))] + ([(len(x),)] if num_points == 1 else [])  # shapes without C
     if psi is not None and (not isinstance(psi, Tensor) or tuple(psi.shape[:-1]) not in allowed):
@@ -346,17 +525,16 @@ def _backward_smoothing(model: nn.Module, x: Tensor, *, eps: float, step_size: f
     def mismatch(logits: Tensor) -> Tensor:  # mean over the k points of KL(s(f(x)+γψ_j) ‖ s(f(x+ξ)))
         seen["clean"] = logits.detach() if logits_clean is None else logits_clean
         target = seen["clean"].unsqueeze(0) + gamma * _draw_psi(psi, logits, num_points, generator)
-        return _kl(target, logits.unsqueeze(0)).mean(0)
+        return kl(target, logits.unsqueeze(0)).mean(0)
 
-    x_start = _descend_once(model, x, mismatch, eps=eps, step_size=step_size, norm=norm)
+    x_start = _descend_once(model, x, mismatch, attack.ball, step_size=attack.step_size)
     return x_start, seen["clean"]
 
 
-def backward_smoothing_init(model: nn.Module, x: Tensor, *, eps: float, step_size: float,
-                            gamma: float = 1.0, num_points: int = 1, norm: Norm = "linf",
+def backward_smoothing_init(model: nn.Module, x: Tensor, attack: BackwardSmoothing, *,
                             logits_clean: Tensor | None = None, psi: Tensor | None = None,
                             generator: torch.Generator | None = None) -> Tensor:
-    """Backward-smoothing initialisation x + ξ* (BS eq. 4.3-4.4, Alg. 1 line 5).
+    """Backward-smoothing initialisation x + ξ* (BS eq. 4.3-4.4, Alg. 1 line 5); ``attack.steps`` unused.
 
     ψ ~ U(−1, 1) per example and class (shape of the logits), fresh each call (or ``psi`` for tests);
     one signed step of ``step_size`` from ξ = 0 that *decreases* KL(s(f(x) + γψ) ‖ s(f(x + ξ))), then
@@ -369,16 +547,13 @@ def backward_smoothing_init(model: nn.Module, x: Tensor, *, eps: float, step_siz
     costs one forward-backward for any k; the paper's time column (about one extra forward-backward
     per point) suggests its unreleased code looped over the points.
     """
-    return _backward_smoothing(model, x, eps=eps, step_size=step_size, gamma=gamma,
-                               num_points=num_points, norm=norm, logits_clean=logits_clean,
-                               psi=psi, generator=generator)[0]
+    return backward_smoothing_point(model, x, attack, logits_clean=logits_clean, psi=psi,
+                                    generator=generator)[0]
 
 
-def backward_smoothing_attack(model: nn.Module, x: Tensor, *, eps: float, step_size: float,
-                              steps: int = 1, gamma: float = 1.0, num_points: int = 1,
-                              norm: Norm = "linf", logits_clean: Tensor | None = None,
-                              psi: Tensor | None = None, generator: torch.Generator | None = None,
-                              track_loss: bool = False) -> AttackResult:
+def backward_smoothing_attack(model: nn.Module, x: Tensor, attack: BackwardSmoothing, *,
+                              logits_clean: Tensor | None = None, psi: Tensor | None = None,
+                              generator: torch.Generator | None = None, track_loss: bool = False) -> AttackResult:
     """Backward Smoothing's inner maximisation (BS Alg. 1 lines 5-6; reference §1.1 steps 3-8).
 
     `backward_smoothing_init`, then ``steps`` TRADES KL ascent steps (eq. 4.5) to the clean target
@@ -387,19 +562,15 @@ def backward_smoothing_attack(model: nn.Module, x: Tensor, *, eps: float, step_s
     Passes: 2 forwards + 2 input-backwards (the reference adds a third, separate clean forward);
     ``track_loss`` adds one forward.
     """
-    V.positive_int("steps", steps)
-    x_start, clean = _backward_smoothing(model, x, eps=eps, step_size=step_size, gamma=gamma,
-                                         num_points=num_points, norm=norm, logits_clean=logits_clean,
-                                         psi=psi, generator=generator)
-    return trades_kl_attack(model, x, eps=eps, step_size=step_size, steps=steps, x_start=x_start,
-                            norm=norm, logits_clean=clean, track_loss=track_loss)
+    V.positive_int("steps", attack.steps)
+    x_start, clean = backward_smoothing_point(model, x, attack, logits_clean=logits_clean, psi=psi,
+                                              generator=generator)
+    ascent = TradesKL(attack.eps, attack.step_size, attack.steps, attack.norm)
+    return trades_kl_attack(model, x, ascent, x_start=x_start, logits_clean=clean, track_loss=track_loss)
 
 
-def backward_smoothing_pgd_init(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
-                                step_size: float, gamma: float = 1.0,
-                                target: Literal["shifted", "literal"] = "shifted",
-                                norm: Norm = "linf", logits_clean: Tensor | None = None,
-                                psi: Tensor | None = None,
+def backward_smoothing_pgd_init(model: nn.Module, x: Tensor, y: Tensor, attack: BackwardSmoothingPGD, *,
+                                logits_clean: Tensor | None = None, psi: Tensor | None = None,
                                 generator: torch.Generator | None = None) -> Tensor:
     """Backward smoothing for AT (BS appendix, "PGD based Backward Smoothing", Table 15).
 
@@ -408,9 +579,11 @@ def backward_smoothing_pgd_init(model: nn.Module, x: Tensor, y: Tensor, *, eps: 
     the y-logit towards the small number γψ_y, i.e. it always lowers the true-class logit. The default
     ``'shifted'`` uses the target f(x)_y + γψ_y, the y-component of eq. 4.3 (f(x+ξ) = f(x) + γψ) that
     the appendix says it follows. ψ ~ U(−1, 1) of the logits' shape (only ψ_y enters); no released code.
+    Cost: 1 forward + 1 input backward.
     """
+    gamma, target = attack.gamma, attack.target
     _check_x(x, y)
-    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size)
+    _check_options(norm=attack.norm, generator=generator, eps=attack.eps, step_size=attack.step_size)
     V.non_negative("gamma", gamma)
     V.choice("target", target, ("shifted", "literal"))
     if psi is not None and (not isinstance(psi, Tensor) or psi.dim() != 2 or len(psi) != len(x)):
@@ -423,21 +596,21 @@ def backward_smoothing_pgd_init(model: nn.Module, x: Tensor, y: Tensor, *, eps: 
         ref = y_logit(logits.detach() if logits_clean is None else logits_clean)
         return (y_logit(logits) - (ref if target == "shifted" else 0.0) - noise) ** 2
 
-    return _descend_once(model, x, mismatch, eps=eps, step_size=step_size, norm=norm)
+    return _descend_once(model, x, mismatch, attack.ball, step_size=attack.step_size)
 
 
 # ----------------------------------------------------------------------------- ODI, GradAlign
-def odi_init(model: nn.Module, x: Tensor, *, eps: float, step_size: float | None = None,
-             steps: int = 2, random_start: bool = True, norm: Norm = "linf", w: Tensor | None = None,
+def odi_init(model: nn.Module, x: Tensor, attack: ODI, *, w: Tensor | None = None,
              generator: torch.Generator | None = None) -> Tensor:
     """Output Diversified Initialisation (Tashiro et al. 2020, ODI): ``steps`` steps maximising
     w·f(x'), w ~ U(−1, 1)^C per example (drawn once per call, or ``w``), step ``step_size`` (default
     eps, the ODI code's choice), project + clamp each step. As in the ODI code the U(−eps, eps) start
     is not clamped before the first gradient. Default 2 steps (ODI code); the BS ablation's count is
-    not stated."""
+    not stated. Cost: ``steps`` forwards + input backwards."""
+    eps, norm = attack.eps, attack.norm
     _check_x(x)
-    step_size = eps if step_size is None else step_size
-    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size, steps=steps)
+    step_size = eps if attack.step_size is None else attack.step_size
+    _check_options(norm=norm, generator=generator, eps=eps, step_size=step_size, steps=attack.steps)
     if w is not None and (not isinstance(w, Tensor) or w.dim() != 2 or w.shape[0] != x.shape[0]):
         raise ValueError(f"w must be a tensor of shape ({x.shape[0]}, C)")
     state: dict[str, Tensor] = {} if w is None else {"w": w}
@@ -448,9 +621,9 @@ def odi_init(model: nn.Module, x: Tensor, *, eps: float, step_size: float | None
             state["w"] = 2 * _draw("uniform", tuple(logits.shape), logits, generator) - 1
         return (logits * state["w"].to(logits)).sum(1)
 
-    x_start = x + _random_in_ball(x, eps, norm, generator) if random_start else x
-    return _ascend(x, x_start, _autograd(objective), eps=eps, step_size=step_size, steps=steps,
-                   norm=norm)[0]
+    x_start = x + _random_in_ball(x, eps, norm, generator) if attack.random_start else x
+    return _ascend(x, x_start, _autograd(objective), Ball(eps, norm), step_size=step_size,
+                   steps=attack.steps)[0]
 
 
 def _input_gradient(model: nn.Module, point: Tensor, y: Tensor, *, create_graph: bool) -> Tensor:
@@ -479,8 +652,7 @@ def gradalign_regularizer(model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
     _check_x(x, y)
     _check_options(generator=generator, eps=eps)
     _check_like("grad_clean", grad_clean, tuple(x.shape))
-    if not isinstance(backprop_clean, bool):
-        raise ValueError(f"backprop_clean must be True or False, got {backprop_clean!r}")
+    V.flag("backprop_clean", backprop_clean)
     if backprop_clean and grad_clean is not None:
         raise ValueError("grad_clean is a detached gradient: give it only with backprop_clean=False")
     if grad_clean is None:
@@ -658,17 +830,15 @@ def stein_gradient(model: nn.Module, x: Tensor, y: Tensor, *, sigma: float, num_
     return _stein(model, x, y, _noise_arg(x, noise, sigma, num_noise, generator), sigma)[1]
 
 
-def smoothadv_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, sigma: float,
-                  num_noise: int, step_size: float | None = None,
-                  estimator: Literal["plugin", "stein"] = "plugin", noise: Tensor | None = None,
-                  generator: torch.Generator | None = None,
-                  step_order: Literal["project_clamp", "clamp_renorm"] = "project_clamp") -> SmoothAdvResult:
+def smoothadv_pgd(model: nn.Module, x: Tensor, y: Tensor, attack: SmoothAdvPGD, *,
+                  noise: Tensor | None = None, generator: torch.Generator | None = None) -> SmoothAdvResult:
     """SmoothAdv_PGD: l2 PGD on objective (S) with the plug-in gradient eq. 6 (Salman et al. 2019, Alg. 1).
 
     Ascends −log F̂_y(x') with m noise vectors drawn once (or ``noise``) and reused for every step;
     returns them so that training reuses them for augmentation. Zero start; step ``step_size``
     (default 2·eps/steps) along the normalised gradient (a zero gradient gets a random unit direction,
     as the reference); ``estimator='stein'`` uses `stein_gradient` instead of autograd.
+    Cost: ``steps`` forwards of the m·N noisy copies + as many input backwards (none with 'stein').
 
     ``step_order``: ``'project_clamp'`` (default) projects each iterate onto the ball, then clamps to
     [0, 1]; ``'clamp_renorm'`` is the reference's order (clamp, then ``renorm`` δ to ε, see
@@ -678,25 +848,24 @@ def smoothadv_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: 
     0.2-0.7 % higher). Remaining deviation: the random direction for a zero gradient is normalised
     (reference: an unnormalised N(0, I) step before the renorm).
     """
+    eps, steps, sigma, num_noise = attack.eps, attack.steps, attack.sigma, attack.num_noise
     _smoothadv_checks(x, y, eps=eps, steps=steps, sigma=sigma, num_noise=num_noise, generator=generator)
-    step_size = 2 * eps / steps if step_size is None else V.positive("step_size", step_size)
-    V.choice("estimator", estimator, ("plugin", "stein"))
-    V.choice("step_order", step_order, STEP_ORDERS)
-    if estimator == "stein":
+    step_size = 2 * eps / steps if attack.step_size is None else V.positive("step_size", attack.step_size)
+    V.choice("estimator", attack.estimator, ("plugin", "stein"))
+    V.choice("step_order", attack.step_order, STEP_ORDERS)
+    if attack.estimator == "stein":
         V.positive("sigma", sigma)
     noise = _noise_arg(x, noise, sigma, num_noise, generator)
-    grad_fn = (_autograd(lambda z: smoothed_nll(model, z, y, noise)) if estimator == "plugin"
+    grad_fn = (_autograd(lambda z: smoothed_nll(model, z, y, noise)) if attack.estimator == "plugin"
                else lambda z: _stein(model, z, y, noise, sigma))
-    project = (lambda point, clean: _clamp_renorm(point, clean, eps)) if step_order == "clamp_renorm" else None
-    x_adv, _ = _ascend(x, x, grad_fn, eps=eps, step_size=step_size, steps=steps, norm="l2",
+    project = (lambda point, clean: _clamp_renorm(point, clean, eps)) if attack.step_order == "clamp_renorm" else None
+    x_adv, _ = _ascend(x, x, grad_fn, Ball(eps, "l2"), step_size=step_size, steps=steps,
                        direction=lambda g: _l2_direction(g, generator, random_if_zero=True), project=project)
     return SmoothAdvResult(x_adv, noise)
 
 
-def smoothadv_ddn(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, sigma: float,
-                  num_noise: int, gamma: float = 0.05, init_norm: float = 1.0, levels: int | None = 256,
-                  noise: Tensor | None = None,
-                  generator: torch.Generator | None = None) -> SmoothAdvResult:
+def smoothadv_ddn(model: nn.Module, x: Tensor, y: Tensor, attack: SmoothAdvDDN, *,
+                  noise: Tensor | None = None, generator: torch.Generator | None = None) -> SmoothAdvResult:
     """SmoothAdv's DDN variant (Rony et al. 2019 adapted by Salman et al.; reference `attacks.py` DDN).
 
     Step i (0-based) moves δ by lr_i = 0.01 + 0.99·(1 + cos(π(i+1)/steps))/2 along the normalised
@@ -706,16 +875,19 @@ def smoothadv_ddn(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: 
     rescaled to it, x + δ quantised to ``levels`` grey levels (None: off) and clamped. Returns the
     smallest adversarial δ found (zero if none), renormed to eps. Deviation: no re-quantisation after
     that final renorm (the reference's can push ‖δ‖ slightly above eps).
+    Cost: ``steps`` forwards of the m·N noisy copies + ``steps`` input backwards.
     """
-    _smoothadv_checks(x, y, eps=eps, steps=steps, sigma=sigma, num_noise=num_noise, generator=generator)
+    eps, steps, gamma, levels = attack.eps, attack.steps, attack.gamma, attack.levels
+    _smoothadv_checks(x, y, eps=eps, steps=steps, sigma=attack.sigma, num_noise=attack.num_noise,
+                      generator=generator)
     V.probability("gamma", gamma)
-    V.positive("init_norm", init_norm)
+    V.positive("init_norm", attack.init_norm)
     if levels is not None:
         V.integer("levels", levels, low=2)
-    noise = _noise_arg(x, noise, sigma, num_noise, generator)
+    noise = _noise_arg(x, noise, attack.sigma, attack.num_noise, generator)
     delta, best = torch.zeros_like(x), torch.zeros_like(x)
     worst = _flat_norm(torch.maximum(x, 1 - x))
-    best_norm, radius = worst.clone(), torch.full_like(worst, init_norm)
+    best_norm, radius = worst.clone(), torch.full_like(worst, attack.init_norm)
     for i in range(steps):
         z = (x + delta).detach().requires_grad_(True)
         with torch.enable_grad():
@@ -736,10 +908,8 @@ def smoothadv_ddn(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: 
     return SmoothAdvResult(_project(x + best, x, eps, "l2").detach(), noise)
 
 
-def smoothmix_attack(model: nn.Module, x: Tensor, y: Tensor, *, step_size: float, steps: int,
-                     sigma: float, num_noise: int, mix_step: int = 0, maxnorm: float | None = None,
-                     maxnorm_s: float | None = None, noise: Tensor | None = None,
-                     generator: torch.Generator | None = None) -> SmoothMixResult:
+def smoothmix_attack(model: nn.Module, x: Tensor, y: Tensor, attack: SmoothMix, *,
+                     noise: Tensor | None = None, generator: torch.Generator | None = None) -> SmoothMixResult:
     """SmoothMix's adversary (Jeong et al. 2021, eq. 7; reference `SmoothMix_PGD`).
 
     From x, ``steps`` (T) steps x ← clamp(x + α·g/‖g‖₂) ascending −log F̂_y (true label, the same m
@@ -747,17 +917,20 @@ def smoothmix_attack(model: nn.Module, x: Tensor, y: Tensor, *, step_size: float
     (then renorm to it before the clamp), so ‖x_adv − x‖ ≤ T·α. ``x_init``: x (``mix_step=0``), or the
     iterate after ``mix_step`` steps (one-step adversary, ``mix_step=1``) projected onto the ball of
     radius ``maxnorm_s`` (default α·mix_step, which the reference's warm-up rescales per epoch).
+    Cost: T forwards of the m·N noisy copies + T input backwards.
     """
-    _smoothadv_checks(x, y, sigma=sigma, generator=generator, maxnorm=maxnorm, step_size=step_size,
-                      steps=steps, num_noise=num_noise)
+    step_size, steps, mix_step = attack.step_size, attack.steps, attack.mix_step
+    _smoothadv_checks(x, y, sigma=attack.sigma, generator=generator, maxnorm=attack.maxnorm,
+                      step_size=step_size, steps=steps, num_noise=attack.num_noise)
     V.integer("mix_step", mix_step, low=0)
-    if maxnorm_s is not None:
-        V.non_negative("maxnorm_s", maxnorm_s)
-    noise = _noise_arg(x, noise, sigma, num_noise, generator)
+    if attack.maxnorm_s is not None:
+        V.non_negative("maxnorm_s", attack.maxnorm_s)
+    noise = _noise_arg(x, noise, attack.sigma, attack.num_noise, generator)
     grad_fn = _autograd(lambda z: smoothed_nll(model, z, y, noise))
+    ball = Ball(attack.maxnorm, "l2")
     done = min(mix_step, steps)  # the reference saves the iterate at i == mix_step, if that comes
-    x_mid = _ascend(x, x, grad_fn, eps=maxnorm, step_size=step_size, steps=done, norm="l2")[0]
-    x_adv = _ascend(x, x_mid, grad_fn, eps=maxnorm, step_size=step_size, steps=steps - done, norm="l2")[0]
+    x_mid = _ascend(x, x, grad_fn, ball, step_size=step_size, steps=done)[0]
+    x_adv = _ascend(x, x_mid, grad_fn, ball, step_size=step_size, steps=steps - done)[0]
     x_init = x_mid if mix_step < steps else x
-    radius = step_size * mix_step if maxnorm_s is None else maxnorm_s
+    radius = step_size * mix_step if attack.maxnorm_s is None else attack.maxnorm_s
     return SmoothMixResult(_project(x_init, x, radius, "l2").detach(), x_adv, noise)

@@ -166,8 +166,7 @@ def build_book(*, profile: str = "cpu", device: str = "auto", notebooks: Sequenc
     execute.check_device(device)
     n_threads = execute.check_threads(threads)
     for flag, value in (("build", build), ("read_only", read_only), ("browser_check", browser_check)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{flag} must be True or False, got {value!r}")
+        check.flag(flag, value)
     if toc_notebooks() != NOTEBOOKS:
         raise ValueError(f"_toc.yml lists the executed notebooks {list(toc_notebooks())} but "
                          f"rs_lib.book.NOTEBOOKS (read from it on import) is {list(NOTEBOOKS)}: make them "

@@ -18,6 +18,11 @@ backwards of the loop's ``loss.backward()``), D counts double backwards (GradAli
 the measured costs of each kind of pass relative to a forward on this model
 (:func:`backward_weights`).  :func:`contradictions` names the methods whose measured ratio departs
 from that ideal by more than a tolerance: such a time is not printed as a result.
+
+Public names: `measure` (cost: (warmup + iters + 1) training iterations of every method, plus the
+pass-weight probe), `Timing` (its clock settings), `Clock`, `paper_config`, `config_for`,
+`train_iteration`, `measured_passes`, `backward_weights`, `ratio`, `contradictions`,
+`PAPER_TRADES_OVER_BS`, `TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -154,17 +159,29 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
-def measure(configs: Mapping[str, tuple[str, Any]], *, model: str, dataset: str, batch_size: int = 128,
-            iters: int = 30, warmup: int = 3, device: str = "auto", threads: int | None = 1,
-            backward_weight: float | None = None, seed: int = 0) -> pd.DataFrame:
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """How :func:`measure` times: ``iters`` timed iterations of ``batch_size`` after ``warmup`` untimed
+    ones; ``threads`` torch CPU threads during the measurement (1: process CPU time, immune to other
+    processes; None: leave as is, wall time); ``backward_weight``: one cost for every kind of
+    backward pass (None: measured on the model); ``seed`` of the initial model and the methods' RNG."""
+
+    batch_size: int = 128
+    iters: int = 30
+    warmup: int = 3
+    threads: int | None = 1
+    backward_weight: float | None = None
+    seed: int = 0
+
+
+def measure(configs: Mapping[str, tuple[str, Any]], *, model: str, dataset: str, device: str = "auto",
+            timing: Timing = Timing()) -> pd.DataFrame:
     """Median time per training iteration of each method, interleaved in this process.
 
     ``configs`` maps a row label to ``(method name, method config)`` (e.g. from
     :func:`paper_config`); ``standard`` must be one of the methods (the ratios' unit).  Each method
     trains its own copy of one initial ``model`` on the first ``(warmup + iters) * batch_size``
-    training images of ``dataset``.  ``threads`` sets torch's CPU threads during the measurement
-    (1: process CPU time, immune to other processes; None: leave as is, wall time).
-    ``backward_weight``: one cost for every kind of backward pass (None: measured on the model).
+    training images of ``dataset`` (`Timing`).
 
     One row per label: ``method_name`` (the registry's), ``forward``, ``backward`` (stated), ``backward_input``,
     ``backward_weights`` (hooks), ``double_backward``, ``hooks_agree``, ``s_per_iter`` (median),
@@ -179,6 +196,8 @@ def measure(configs: Mapping[str, tuple[str, Any]], *, model: str, dataset: str,
                              f"{sorted(methods.METHODS)}, got {entry!r}")
     if "standard" not in [m for m, _ in configs.values()]:
         raise ValueError("configs: include a 'standard' method; ratios are relative to it")
+    batch_size, iters, warmup, threads = timing.batch_size, timing.iters, timing.warmup, timing.threads
+    backward_weight, seed = timing.backward_weight, timing.seed
     check.positive_int("batch_size", batch_size)
     check.positive_int("iters", iters)
     check.integer("warmup", warmup, low=0)

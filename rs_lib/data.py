@@ -172,8 +172,7 @@ def load(name: str, split: str, *, root: str | Path | None = None, download: boo
     info = dataset_info(name, root=root)
     check.choice("split", split, SPLITS)
     base = check.directory("root", root) if root is not None else None
-    if not isinstance(download, bool):
-        raise ValueError(f"download must be True or False, got {download!r}")
+    check.flag("download", download)
     if n is not None:
         check.positive_int("n", n)
     if val_size is not None:
@@ -236,8 +235,7 @@ def batches(data: ImageData, batch_size: int, *, shuffle: bool = False, augment:
         raise ValueError(f"data must be an ImageData, got {type(data).__name__}")
     check.positive_int("batch_size", batch_size)
     for flag, value in (("shuffle", shuffle), ("augment", augment), ("drop_last", drop_last)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{flag} must be True or False, got {value!r}")
+        check.flag(flag, value)
     _check_generator(generator)
     dev = check.resolve_device("device", device)
     if shard is not None and (not isinstance(shard, tuple) or len(shard) != 2

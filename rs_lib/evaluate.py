@@ -25,7 +25,7 @@ from torch import nn
 
 from . import _validate as check
 from . import attacks as _attacks
-from .robustness import PGD_STEP_RATIO
+from . import models as _models
 
 MetricFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, Mapping[str, Any], torch.Generator], torch.Tensor]
 
@@ -87,12 +87,10 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     metrics = list(metrics)
     params = dict(params or {})
     metric_params(metrics, params)
-    was_training = model.training
-    model.eval()
     correct = {m: 0 for m in metrics}
     total = 0
     generator = None
-    try:
+    with _models.mode(model, train=False):
         for x, y in batches:
             check.images("batches' x", x)
             check.labels("batches' y", y)
@@ -101,8 +99,6 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             for m in metrics:
                 correct[m] += int(VAL_METRICS[m](model, x, y, params, generator).sum())
             total += len(y)
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("evaluate: no examples in batches")
     return {f"{m}_acc": correct[m] / total for m in metrics}
@@ -135,8 +131,7 @@ def _pgd_params(params: Mapping[str, Any]) -> None:
         check.positive_int("eval_params['pgd_steps']", params["pgd_steps"])
     if "pgd_step_size" in params:
         check.positive("eval_params['pgd_step_size']", params["pgd_step_size"])
-    if not isinstance(params.get("pgd_random_start", True), bool):
-        raise ValueError(f"eval_params['pgd_random_start'] must be True or False, got {params['pgd_random_start']!r}")
+    check.flag("eval_params['pgd_random_start']", params.get("pgd_random_start", True))
 
 
 def pgd_metric_settings(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,8 +140,7 @@ def pgd_metric_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     reference notes' §7 pilot; random starts see through the gradient masking of a collapsed model)."""
     _pgd_params(params)
     eps = params["eps"]
-    return {"eps": eps, "steps": params.get("pgd_steps", 20),
-            "step_size": params.get("pgd_step_size", PGD_STEP_RATIO * eps),
+    return {"eps": eps, "steps": params.get("pgd_steps", 20), "step_size": params.get("pgd_step_size", _attacks.pgd_step(eps)),
             "random_start": params.get("pgd_random_start", True)}
 
 
@@ -154,7 +148,7 @@ def pgd_metric_settings(params: Mapping[str, Any]) -> dict[str, Any]:
 def _fgsm(model, x, y, params, generator):
     """FGSM from x with step eps (no random start). With 'clean' and 'pgd' it shows catastrophic
     overfitting: FGSM accuracy above clean accuracy while PGD accuracy falls to 0."""
-    x_adv = _attacks.fgsm(model, x, y, eps=params["eps"]).x_adv
+    x_adv = _attacks.fgsm(model, x, y, _attacks.FGSM(params["eps"])).x_adv
     with torch.inference_mode():
         return model(x_adv).argmax(1) == y
 
@@ -162,6 +156,6 @@ def _fgsm(model, x, y, params, generator):
 @register_metric("pgd", check_params=_pgd_params)
 def _pgd(model, x, y, params, generator):
     """PGD-k on CE (settings: `pgd_metric_settings`), random start from ``generator``."""
-    x_adv = _attacks.pgd(model, x, y, generator=generator, **pgd_metric_settings(params))
+    x_adv = _attacks.pgd(model, x, y, _attacks.PGD(**pgd_metric_settings(params)), generator=generator)
     with torch.inference_mode():
         return model(x_adv).argmax(1) == y

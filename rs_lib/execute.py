@@ -131,8 +131,7 @@ def execute_notebook(name: str | Path, *, profile: str, device: str = "auto", ou
     check_device(device)
     n_threads = check_threads(threads)
     for flag, value in (("progress", progress), ("read_only", read_only)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{flag} must be True or False, got {value!r}")
+        check.flag(flag, value)
     out_dir = check.directory("output_dir", output_dir, must_exist=False)
     path = notebook_path(name)
     if parameters is not None and not isinstance(parameters, Mapping):

@@ -14,6 +14,11 @@ activations (tanh, softplus, GELU) a curvature term sum_k (p_k - t_k) grad^2 f_k
 for the KL at x' = x but elsewhere can make the Hessian indefinite: a negative value then means the
 most curved direction is concave. Eigenvalues of (nearly) equal magnitude and opposite sign make power
 iteration oscillate; raise ``iters`` and compare runs if in doubt.
+
+Public names: `input_hessian_top_eigenvalue` (``iters`` double back-propagations of the batch),
+`weight_hessian_top_eigenvalue` (PyHessian, GPL-3.0, imported on use), `ce_objective`, `kl_objective`,
+`smoothing_points`, `Probe` (what Fig. 3 measures), `smoothing_curvature`, `curvature_along_training`,
+`POINTS`, `OBJECTIVES`. Every function leaves the model's train/eval mode as it found it.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rs_lib import _validate as check
+from rs_lib import models
 
 LossFn = Callable[[Tensor], Tensor]
 
@@ -194,22 +201,36 @@ def smoothing_points(model: nn.Module, x: Tensor, *, eps: float, step_size: floa
     uniform = torch.rand(x.shape, generator=generator, dtype=x.dtype,
                          device=generator.device if generator is not None else x.device).to(x.device)
     return {"clean": x.detach(), "random": (x + eps * (2 * uniform - 1)).detach(),
-            "backward-smoothed": attacks.backward_smoothing_init(model, x, eps=eps, step_size=step_size,
-                                                                 gamma=gamma, generator=generator)}
+            "backward-smoothed": attacks.backward_smoothing_init(
+                model, x, attacks.BackwardSmoothing(eps, step_size, gamma=gamma), generator=generator)}
 
 
-def smoothing_curvature(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float,
-                        gamma: float = 1.0, objectives: tuple[str, ...] | list[str] = ("kl",), iters: int = 20,
-                        seed: int = 0) -> list[dict[str, float | str]]:
+@dataclass(frozen=True)
+class Probe:
+    """What BS Fig. 3 measures at a checkpoint: the three :data:`POINTS` (radius ``eps``, the BS step
+    ``step_size`` and ``gamma``), the ``objectives`` (from :data:`OBJECTIVES`), ``iters`` power
+    iterations per eigenvalue, and the ``seed`` of every random draw (points and start vectors)."""
+
+    eps: float
+    step_size: float
+    gamma: float = 1.0
+    objectives: tuple[str, ...] | list[str] = ("kl",)
+    iters: int = 20
+    seed: int = 0
+
+
+def smoothing_curvature(model: nn.Module, x: Tensor, y: Tensor, probe: Probe) -> list[dict[str, float | str]]:
     """Mean per-example top eigenvalue of the input Hessian of the inner objective at each of
     :data:`POINTS` (BS Fig. 3), one row per (objective, point).
 
     Objectives: ``'kl'``, x' ↦ KL(s(f(x)) ‖ s(f(x'))) (the TRADES / Fast TRADES / BS inner objective,
     eq. 4.1; clean target fixed); ``'ce'``, x' ↦ CE(f(x'), y) (AT, eq. 3.1). The model is put in eval
     mode for the computation and restored. The random and backward-smoothed points and the power
-    iteration's start vectors come from one generator seeded with ``seed`` on x's device, so every
+    iteration's start vectors come from one generator seeded with ``probe.seed`` on x's device, so every
     checkpoint of a trajectory is probed with the same draws. Units: loss / pixel².
+    Cost: one BS step, then per objective and point ``iters`` double back-propagations of the batch.
     """
+    objectives, iters, seed = probe.objectives, probe.iters, probe.seed
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(objectives, (list, tuple)) or not objectives:
@@ -218,11 +239,10 @@ def smoothing_curvature(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, s
         check.choice("objectives", objective, OBJECTIVES)
     check.positive_int("iters", iters)
     check.integer("seed", seed, low=0)
-    was_training = model.training
-    model.eval()
-    try:
+    with models.mode(model, train=False):
         generator = torch.Generator(device=x.device).manual_seed(seed)
-        points = smoothing_points(model, x, eps=eps, step_size=step_size, gamma=gamma, generator=generator)
+        points = smoothing_points(model, x, eps=probe.eps, step_size=probe.step_size, gamma=probe.gamma,
+                                  generator=generator)
         with torch.no_grad():
             clean_logits = model(x)
         rows: list[dict[str, float | str]] = []
@@ -232,19 +252,16 @@ def smoothing_curvature(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, s
                 eig = input_hessian_top_eigenvalue(loss_fn, point, iters=iters, generator=generator,
                                                    per_example=True)
                 rows.append({"objective": objective, "point": name, "eigenvalue": float(eig.mean())})
-    finally:
-        model.train(was_training)
     return rows
 
 
 def curvature_along_training(load_model: Callable[[int], nn.Module], epochs: list[int] | tuple[int, ...],
-                             x: Tensor, y: Tensor, *, eps: float, step_size: float, gamma: float = 1.0,
-                             objectives: tuple[str, ...] | list[str] = ("kl",), iters: int = 20, seed: int = 0,
-                             weight_space: bool = False, weight_iters: int = 100) -> list[dict[str, float | str | int]]:
+                             x: Tensor, y: Tensor, probe: Probe, *, weight_space: bool = False,
+                             weight_iters: int = 100) -> list[dict[str, float | str | int]]:
     """:func:`smoothing_curvature` of the checkpoint ``load_model(e)`` for each epoch e (BS Fig. 3),
     plus, with ``weight_space``, the top eigenvalue of the weight Hessian of CE at each checkpoint,
     at each of the three :data:`POINTS` as the input-space rows (the same random and backward-smoothed
-    points: :func:`smoothing_points` with the generator seeded ``seed``, eval mode), since the
+    points: :func:`smoothing_points` with the generator seeded ``probe.seed``, eval mode), since the
     paper's argument compares the three (PyHessian, at most ``weight_iters`` power iterations;
     objective ``'ce (weights)'``). Rows carry ``epoch``."""
     if not callable(load_model):
@@ -256,27 +273,22 @@ def curvature_along_training(load_model: Callable[[int], nn.Module], epochs: lis
     for epoch in epochs:
         check.integer("epochs", epoch, low=0)
         model = load_model(epoch)
-        device = next(model.parameters()).device
+        device = models.device_of(model)
         xs, ys = x.to(device), y.to(device)
-        for row in smoothing_curvature(model, xs, ys, eps=eps, step_size=step_size, gamma=gamma,
-                                       objectives=objectives, iters=iters, seed=seed):
+        for row in smoothing_curvature(model, xs, ys, probe):
             rows.append({"epoch": epoch, **row})
         if weight_space:
-            for name, point in _weight_points(model, xs, eps=eps, step_size=step_size, gamma=gamma, seed=seed).items():
-                generator = torch.Generator(device=device).manual_seed(seed)
+            for name, point in _weight_points(model, xs, probe).items():
+                generator = torch.Generator(device=device).manual_seed(probe.seed)
                 rows.append({"epoch": epoch, "objective": "ce (weights)", "point": name,
                              "eigenvalue": weight_hessian_top_eigenvalue(model, point, ys, iters=weight_iters,
                                                                          generator=generator)})
     return rows
 
 
-def _weight_points(model: nn.Module, x: Tensor, *, eps: float, step_size: float, gamma: float,
-                   seed: int) -> dict[str, Tensor]:
+def _weight_points(model: nn.Module, x: Tensor, probe: Probe) -> dict[str, Tensor]:
     """The three points of :func:`smoothing_curvature` (same seed, eval mode, mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        generator = torch.Generator(device=x.device).manual_seed(seed)
-        return smoothing_points(model, x, eps=eps, step_size=step_size, gamma=gamma, generator=generator)
-    finally:
-        model.train(was_training)
+    with models.mode(model, train=False):
+        generator = torch.Generator(device=x.device).manual_seed(probe.seed)
+        return smoothing_points(model, x, eps=probe.eps, step_size=probe.step_size, gamma=probe.gamma,
+                                generator=generator)

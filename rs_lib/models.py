@@ -29,11 +29,16 @@ compute their flattened feature size from ``image_size``; the residual networks 
 average pooling, which equals the references' fixed pooling at 32x32 (resp. 224x224) and lets
 them run on 28x28 images with the same parameters.  No ``view`` on activations: ``flatten`` keeps
 ``channels_last`` inputs working.
+
+Public names: `build_model`, `model_info`, `Normalized`, the architecture classes and builders
+above, and two helpers every other module uses for a built model: `device_of` (its device) and
+`mode` (a train/eval phase that restores the previous mode).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -649,3 +654,23 @@ def model_info(model: nn.Module) -> dict[str, Any]:
         "mean": model.mean.flatten().tolist() if isinstance(model, Normalized) else None,
         "std": model.std.flatten().tolist() if isinstance(model, Normalized) else None,
     }
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter, else of its first buffer (CPU for a stateless model)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def mode(model: nn.Module, *, train: bool) -> Iterator[nn.Module]:
+    """Put ``model`` in train or eval mode for a phase and restore the previous mode after."""
+    was_training = model.training
+    model.train(train)
+    try:
+        yield model
+    finally:
+        model.train(was_training)

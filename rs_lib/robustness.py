@@ -47,10 +47,11 @@ from tqdm.auto import tqdm as _tqdm
 
 from . import _validate as check
 from . import attacks as _attacks
+from . import models as _models
 
 ROBUST_ATTACKS = ("pgd", "fgsm", "autoattack", "autoattack_original", "rays")
-#: PGD's step as a multiple of eps in every named PGD protocol: the BS code's 0.0078 at eps 0.031.
-PGD_STEP_RATIO = 0.25
+#: PGD's step as a multiple of eps in every named PGD protocol (`rs_lib.attacks.PGD_STEP_RATIO`, its one home).
+PGD_STEP_RATIO = _attacks.PGD_STEP_RATIO
 #: The stages of AutoAttack's standard version, in order (each attacks the points the earlier ones left).
 AA_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 #: AutoAttack's tolerance for Square lowering the gradient attacks' robust accuracy (fra31 ``check_square_sr``).
@@ -85,8 +86,7 @@ class Protocol:
         else:
             check.positive_int("steps", self.steps)
         check.positive_int("restarts", self.restarts)
-        if not isinstance(self.random_start, bool):
-            raise ValueError(f"random_start must be True or False, got {self.random_start!r}")
+        check.flag("random_start", self.random_start)
         for name in ("step_ratio", "step_size"):
             if getattr(self, name) is not None:
                 check.positive(name, getattr(self, name))
@@ -354,7 +354,7 @@ def robust_accuracy(model: nn.Module, data: Any, *, protocol: Protocol | str, ep
         check.integer("n_classes", n_classes, low=2)
     settings = {"attack": chosen.attack, "steps": chosen.steps, "random_start": chosen.random_start,
                 "restarts": chosen.restarts, "step_size": chosen.step_at(eps), "queries": chosen.queries}
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = _models.device_of(model)
     run = _Attack(model, eps, settings, n_classes, seed)
     clean_all, robust_all = [], []
     bar = _tqdm(desc=chosen.label.split(" (")[0], unit="img", disable=not progress)
@@ -489,10 +489,10 @@ def _still_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
                    generator: torch.Generator) -> torch.Tensor:
     """Correctness on one PGD / FGSM run's adversarial examples."""
     if settings["attack"] == "pgd":
-        x_adv = _attacks.pgd(model, x, y, eps=eps, step_size=settings["step_size"], steps=settings["steps"],
-                             random_start=settings["random_start"], generator=generator)
+        pgd = _attacks.PGD(eps, settings["step_size"], settings["steps"], random_start=settings["random_start"])
+        x_adv = _attacks.pgd(model, x, y, pgd, generator=generator)
     else:
-        x_adv = _attacks.fgsm(model, x, y, eps=eps, step_size=settings["step_size"],
-                              random_start=settings["random_start"], generator=generator).x_adv
+        fgsm = _attacks.FGSM(eps, settings["step_size"], random_start=settings["random_start"])
+        x_adv = _attacks.fgsm(model, x, y, fgsm, generator=generator).x_adv
     with torch.no_grad():
         return model(x_adv).argmax(1) == y

@@ -177,8 +177,7 @@ class TrainConfig:
         if self.full_train_set and self.n_train is not None:
             raise ValueError("full_train_set=True trains on every training image: leave n_train unset (None)")
         for name in ("augment", "nesterov", "amp", "full_train_set"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            check.flag(name, getattr(self, name))
 
     @property
     def method_cfg(self) -> Any:
@@ -206,14 +205,6 @@ def lr_factor(cfg: TrainConfig, iteration: int, total: int) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * t))
     # cyclic: triangular 0 -> 1 at `peak` -> 0 at the end (Wong et al.'s one-cycle)
     return t / cfg.peak if t < cfg.peak else max(0.0, (1.0 - t) / (1.0 - cfg.peak))
-
-
-def warmup_factor(cfg: TrainConfig, epoch: int, progress: float) -> float:
-    if cfg.warmup_epochs == 0:
-        return 1.0
-    if cfg.warmup_by == "epoch":
-        return min(1.0, (epoch + 1) / cfg.warmup_epochs)
-    return min(1.0, progress / cfg.warmup_epochs)
 
 
 def _seed(seed: int, epoch: int, stream: int) -> int:
@@ -600,7 +591,8 @@ class _Trainer:
             progress = it / self.iters_per_epoch
             ctx = methods_mod.StepContext(epoch=epoch, iteration=it, progress=progress, generator=method_gen,
                                           num_classes=self.info.num_classes,
-                                          warmup=warmup_factor(cfg, epoch, progress))
+                                          warmup=methods_mod.warmup_factor(cfg.warmup_epochs, epoch, progress,
+                                                                       by=cfg.warmup_by))
             n_global = min(cfg.batch_size, len(self.train_data) - i * cfg.batch_size)
             loss, stats = self._step(x, y, ctx, n_global)
             if not math.isfinite(loss):

@@ -62,114 +62,112 @@ def attack(fn: Callable) -> Callable:
 
 @attack
 def pgd_linf_rs(m, x, y, g):
-    return [(A.pgd(m, x, y, eps=EPS, step_size=0.03, steps=5, random_start=True, generator=g), "linf", EPS)]
+    return [(A.pgd(m, x, y, A.PGD(eps=EPS, step_size=0.03, steps=5, random_start=True), generator=g), "linf", EPS)]
 
 
 @attack
 def pgd_l2_rs(m, x, y, g):
-    out = A.pgd(m, x, y, eps=L2EPS, step_size=0.2, steps=5, norm="l2", random_start=True, generator=g)
+    out = A.pgd(m, x, y, A.PGD(eps=L2EPS, step_size=0.2, steps=5, norm="l2", random_start=True), generator=g)
     return [(out, "l2", L2EPS)]
 
 
 @attack
 def pgd_linf_zero(m, x, y, g):
-    return [(A.pgd(m, x, y, eps=EPS, step_size=0.03, steps=5), "linf", EPS)]
+    return [(A.pgd(m, x, y, A.PGD(eps=EPS, step_size=0.03, steps=5)), "linf", EPS)]
 
 
 @attack
 def fgsm(m, x, y, g):
-    return [(A.fgsm(m, x, y, eps=EPS).x_adv, "linf", EPS)]
+    return [(A.fgsm(m, x, y, A.FGSM(eps=EPS)).x_adv, "linf", EPS)]
 
 
 @attack
 def fgsm_rs(m, x, y, g):
-    out = A.fgsm(m, x, y, eps=EPS, step_size=1.25 * EPS, random_start=True, generator=g).x_adv
+    out = A.fgsm(m, x, y, A.FGSM(eps=EPS, step_size=1.25 * EPS, random_start=True), generator=g).x_adv
     return [(out, "linf", EPS)]
 
 
 @attack
 def fgsm_l2(m, x, y, g):
-    return [(A.fgsm(m, x, y, eps=L2EPS, norm="l2", random_start=True, generator=g).x_adv, "l2", L2EPS)]
+    return [(A.fgsm(m, x, y, A.FGSM(eps=L2EPS, norm="l2", random_start=True), generator=g).x_adv, "l2", L2EPS)]
 
 
 @attack
 def trades_gaussian(m, x, y, g):
-    return [(A.trades_kl_attack(m, x, eps=EPS, step_size=0.03, steps=3, generator=g).x_adv, "linf", EPS)]
+    return [(A.trades_kl_attack(m, x, A.TradesKL(eps=EPS, step_size=0.03, steps=3), generator=g).x_adv, "linf", EPS)]
 
 
 @attack
 def trades_uniform(m, x, y, g):
-    out = A.trades_kl_attack(m, x, eps=EPS, step_size=EPS, steps=1, start="uniform", generator=g).x_adv
+    out = A.trades_kl_attack(m, x, A.TradesKL(eps=EPS, step_size=EPS, steps=1, start="uniform"), generator=g).x_adv
     return [(out, "linf", EPS)]
 
 
 @attack
 def trades_l2(m, x, y, g):
-    out = A.trades_kl_attack(m, x, eps=L2EPS, step_size=0.3, steps=2, norm="l2", start="uniform", generator=g)
+    out = A.trades_kl_attack(m, x, A.TradesKL(eps=L2EPS, step_size=0.3, steps=2, norm="l2", start="uniform"), generator=g)
     return [(out.x_adv, "l2", L2EPS)]
 
 
 @attack
 def bs_init(m, x, y, g):
-    return [(A.backward_smoothing_init(m, x, eps=EPS, step_size=EPS, gamma=1.0, generator=g), "linf", EPS)]
+    return [(A.backward_smoothing_init(m, x, A.BackwardSmoothing(eps=EPS, step_size=EPS, gamma=1.0), generator=g), "linf", EPS)]
 
 
 @attack
 def bs_init_k3(m, x, y, g):
-    return [(A.backward_smoothing_init(m, x, eps=EPS, step_size=EPS, num_points=3, generator=g), "linf", EPS)]
+    return [(A.backward_smoothing_init(m, x, A.BackwardSmoothing(eps=EPS, step_size=EPS, num_points=3), generator=g), "linf", EPS)]
 
 
 @attack
 def bs_attack(m, x, y, g):
-    out = A.backward_smoothing_attack(m, x, eps=EPS, step_size=EPS, steps=2, generator=g).x_adv
+    out = A.backward_smoothing_attack(m, x, A.BackwardSmoothing(eps=EPS, step_size=EPS, steps=2), generator=g).x_adv
     return [(out, "linf", EPS)]
 
 
 @attack
 def bs_pgd_init(m, x, y, g):
-    return [(A.backward_smoothing_pgd_init(m, x, y, eps=EPS, step_size=EPS, generator=g), "linf", EPS)]
+    return [(A.backward_smoothing_pgd_init(m, x, y, A.BackwardSmoothingPGD(eps=EPS, step_size=EPS), generator=g), "linf", EPS)]
 
 
 @attack
 def bs_pgd_init_literal(m, x, y, g):
-    out = A.backward_smoothing_pgd_init(m, x, y, eps=EPS, step_size=EPS, target="literal", generator=g)
+    out = A.backward_smoothing_pgd_init(m, x, y, A.BackwardSmoothingPGD(eps=EPS, step_size=EPS, target="literal"), generator=g)
     return [(out, "linf", EPS)]
 
 
 @attack
 def odi(m, x, y, g):
-    return [(A.odi_init(m, x, eps=EPS, generator=g), "linf", EPS)]
+    return [(A.odi_init(m, x, A.ODI(eps=EPS), generator=g), "linf", EPS)]
 
 
 @attack
 def smoothadv_pgd(m, x, y, g):
-    out = A.smoothadv_pgd(m, x, y, eps=L2EPS, steps=3, sigma=0.25, num_noise=3, generator=g).x_adv
+    out = A.smoothadv_pgd(m, x, y, A.SmoothAdvPGD(eps=L2EPS, steps=3, sigma=0.25, num_noise=3), generator=g).x_adv
     return [(out, "l2", L2EPS)]
 
 
 @attack
 def smoothadv_stein(m, x, y, g):
-    out = A.smoothadv_pgd(m, x, y, eps=L2EPS, steps=3, sigma=0.25, num_noise=3, estimator="stein",
-                          generator=g)
+    out = A.smoothadv_pgd(m, x, y, A.SmoothAdvPGD(eps=L2EPS, steps=3, sigma=0.25, num_noise=3, estimator="stein"), generator=g)
     return [(out.x_adv, "l2", L2EPS)]
 
 
 @attack
 def smoothadv_ddn(m, x, y, g):
-    out = A.smoothadv_ddn(m, x, y, eps=L2EPS, steps=5, sigma=0.25, num_noise=3, generator=g).x_adv
+    out = A.smoothadv_ddn(m, x, y, A.SmoothAdvDDN(eps=L2EPS, steps=5, sigma=0.25, num_noise=3), generator=g).x_adv
     return [(out, "l2", L2EPS)]
 
 
 @attack
 def smoothmix(m, x, y, g):  # unrestricted: ‖x_adv − x‖ ≤ T·α; x_init = x
-    res = A.smoothmix_attack(m, x, y, step_size=0.4, steps=3, sigma=0.25, num_noise=2, generator=g)
+    res = A.smoothmix_attack(m, x, y, A.SmoothMix(step_size=0.4, steps=3, sigma=0.25, num_noise=2), generator=g)
     return [(res.x_init, "l2", 0.0), (res.x_adv, "l2", 3 * 0.4)]
 
 
 @attack
 def smoothmix_onestep_maxnorm(m, x, y, g):
-    res = A.smoothmix_attack(m, x, y, step_size=0.4, steps=4, sigma=0.25, num_noise=2, mix_step=1,
-                             maxnorm=0.6, generator=g)
+    res = A.smoothmix_attack(m, x, y, A.SmoothMix(step_size=0.4, steps=4, sigma=0.25, num_noise=2, mix_step=1, maxnorm=0.6), generator=g)
     return [(res.x_init, "l2", 0.4), (res.x_adv, "l2", 0.6)]
 
 
@@ -225,8 +223,8 @@ def test_same_generator_seed_gives_identical_output_and_spares_global_rng(name, 
 
 def test_random_start_depends_on_the_generator_seed(trained, batch):
     x, y = batch
-    a = A.pgd(trained, x, y, eps=EPS, step_size=0.01, steps=1, random_start=True, generator=gen(1))
-    b = A.pgd(trained, x, y, eps=EPS, step_size=0.01, steps=1, random_start=True, generator=gen(2))
+    a = A.pgd(trained, x, y, A.PGD(eps=EPS, step_size=0.01, steps=1, random_start=True), generator=gen(1))
+    b = A.pgd(trained, x, y, A.PGD(eps=EPS, step_size=0.01, steps=1, random_start=True), generator=gen(2))
     assert not torch.equal(a, b)
 
 
@@ -248,35 +246,35 @@ def test_pgd_raises_loss_above_clean_and_at_least_as_much_as_fgsm(trained):
     x, y = make_data(256, seed=11)
     eps = 0.15
     clean = _ce(trained, x, y)
-    fgsm = _ce(trained, A.fgsm(trained, x, y, eps=eps).x_adv, y)
-    pgd = _ce(trained, A.pgd(trained, x, y, eps=eps, step_size=eps / 4, steps=10), y)
-    pgd_l2 = _ce(trained, A.pgd(trained, x, y, eps=1.0, step_size=0.25, steps=10, norm="l2"), y)
+    fgsm = _ce(trained, A.fgsm(trained, x, y, A.FGSM(eps=eps)).x_adv, y)
+    pgd = _ce(trained, A.pgd(trained, x, y, A.PGD(eps=eps, step_size=eps / 4, steps=10)), y)
+    pgd_l2 = _ce(trained, A.pgd(trained, x, y, A.PGD(eps=1.0, step_size=0.25, steps=10, norm="l2")), y)
     assert fgsm > clean and pgd_l2 > clean
     assert pgd >= fgsm
 
 
 def test_pgd_attack_reports_start_and_final_losses(trained, batch):
     x, y = batch
-    res = A.pgd_attack(trained, x, y, eps=EPS, step_size=0.03, steps=5, track_loss=True)
+    res = A.pgd_attack(trained, x, y, A.PGD(eps=EPS, step_size=0.03, steps=5), track_loss=True)
     assert res.loss_start.item() == pytest.approx(_ce(trained, x, y), rel=1e-5)
     assert res.loss_final.item() == pytest.approx(_ce(trained, res.x_adv, y), rel=1e-5)
     assert res.loss_final > res.loss_start
-    assert A.fgsm(trained, x, y, eps=EPS).loss_final is None
+    assert A.fgsm(trained, x, y, A.FGSM(eps=EPS)).loss_final is None
 
 
 def test_pgd_steps_have_the_norms_step_length():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, NUM_CLASSES))
     x, y = torch.full((5, *SHAPE), 0.5), torch.arange(5) % NUM_CLASSES
-    one_linf = A.pgd(model, x, y, eps=1.0, step_size=0.1, steps=1)
+    one_linf = A.pgd(model, x, y, A.PGD(eps=1.0, step_size=0.1, steps=1))
     assert torch.allclose((one_linf - x).abs(), torch.full_like(x, 0.1))  # every coordinate moves by ±α
-    one_l2 = A.pgd(model, x, y, eps=1.0, step_size=0.1, steps=1, norm="l2")
+    one_l2 = A.pgd(model, x, y, A.PGD(eps=1.0, step_size=0.1, steps=1, norm="l2"))
     assert torch.allclose((one_l2 - x).flatten(1).norm(dim=1), torch.full((5,), 0.1))
 
 
 def test_pgd_examples_are_independent_of_the_batch(trained, batch):
     x, y = batch
-    whole = A.pgd(trained, x, y, eps=EPS, step_size=0.03, steps=5)
-    alone = torch.cat([A.pgd(trained, x[i:i + 1], y[i:i + 1], eps=EPS, step_size=0.03, steps=5)
+    whole = A.pgd(trained, x, y, A.PGD(eps=EPS, step_size=0.03, steps=5))
+    alone = torch.cat([A.pgd(trained, x[i:i + 1], y[i:i + 1], A.PGD(eps=EPS, step_size=0.03, steps=5))
                        for i in range(3)])
     assert torch.allclose(whole[:3], alone, atol=1e-6)
 
@@ -295,7 +293,7 @@ def test_pgd_matches_torchattacks_robust_accuracy(trained):
     torchattacks = pytest.importorskip("torchattacks")
     x, y = make_data(300, seed=13)
     eps, alpha, steps = 0.12, 0.03, 10
-    ours = A.pgd(trained, x, y, eps=eps, step_size=alpha, steps=steps)
+    ours = A.pgd(trained, x, y, A.PGD(eps=eps, step_size=alpha, steps=steps))
     theirs = torchattacks.PGD(trained, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
     with torch.no_grad():
         acc_ours = (trained(ours).argmax(1) == y).float().mean().item()
@@ -309,8 +307,7 @@ def test_pgd_matches_torchattacks_robust_accuracy(trained):
 def test_custom_loss_fn_is_used(trained, batch):
     x, y = batch
     # ascending the negative CE lowers the CE
-    x_adv = A.pgd(trained, x, y, eps=EPS, step_size=0.03, steps=5,
-                  loss_fn=lambda z, t: -F.cross_entropy(z, t))
+    x_adv = A.pgd(trained, x, y, A.PGD(eps=EPS, step_size=0.03, steps=5, loss_fn=lambda z, t: -F.cross_entropy(z, t)))
     assert _ce(trained, x_adv, y) < _ce(trained, x, y)
 
 
@@ -325,13 +322,13 @@ def test_backward_smoothing_step_lowers_kl_to_the_noisy_target(trained, batch):
         clean = trained(x)
     psi = 2 * torch.rand(clean.shape, generator=gen(3)) - 1
     target = clean + gamma * psi
-    x_bs = A.backward_smoothing_init(trained, x, eps=0.005, step_size=0.005, gamma=gamma, psi=psi)
+    x_bs = A.backward_smoothing_init(trained, x, A.BackwardSmoothing(eps=0.005, step_size=0.005, gamma=gamma), psi=psi)
     with torch.no_grad():
         before, after = _kl_mean(target, trained(x)), _kl_mean(target, trained(x_bs))
     assert after < before
     # with several points the step lowers the mean KL to the k noisy targets
     psis = 2 * torch.rand((3, *clean.shape), generator=gen(4)) - 1
-    x_k = A.backward_smoothing_init(trained, x, eps=0.005, step_size=0.005, num_points=3, psi=psis)
+    x_k = A.backward_smoothing_init(trained, x, A.BackwardSmoothing(eps=0.005, step_size=0.005, num_points=3), psi=psis)
     with torch.no_grad():
         mean_kl = lambda z: sum(_kl_mean(clean + p, trained(z)) for p in psis) / 3  # noqa: E731
         assert mean_kl(x_k) < mean_kl(x)
@@ -341,9 +338,9 @@ def test_backward_smoothing_attack_is_init_then_trades_steps(trained, batch):
     x, _ = batch
     with torch.no_grad():
         psi = 2 * torch.rand(trained(x).shape, generator=gen(3)) - 1
-    x_bs = A.backward_smoothing_init(trained, x, eps=EPS, step_size=0.05, psi=psi)
-    res = A.backward_smoothing_attack(trained, x, eps=EPS, step_size=0.05, steps=2, psi=psi, track_loss=True)
-    ref = A.trades_kl_attack(trained, x, eps=EPS, step_size=0.05, steps=2, x_start=x_bs, track_loss=True)
+    x_bs = A.backward_smoothing_init(trained, x, A.BackwardSmoothing(eps=EPS, step_size=0.05), psi=psi)
+    res = A.backward_smoothing_attack(trained, x, A.BackwardSmoothing(eps=EPS, step_size=0.05, steps=2), psi=psi, track_loss=True)
+    ref = A.trades_kl_attack(trained, x, A.TradesKL(eps=EPS, step_size=0.05, steps=2), x_start=x_bs, track_loss=True)
     assert torch.equal(res.x_adv, ref.x_adv)
     with torch.no_grad():
         assert res.loss_start.item() == pytest.approx(_kl_mean(trained(x), trained(x_bs)), rel=1e-4)
@@ -356,7 +353,7 @@ def test_backward_smoothing_pgd_init_moves_y_logit_towards_its_target(trained, b
         clean = trained(x)
     psi = 2 * torch.rand(clean.shape, generator=gen(3)) - 1
     target = clean.gather(1, y[:, None]).squeeze(1) + psi.gather(1, y[:, None]).squeeze(1)
-    x_bs = A.backward_smoothing_pgd_init(trained, x, y, eps=0.01, step_size=0.01, psi=psi)
+    x_bs = A.backward_smoothing_pgd_init(trained, x, y, A.BackwardSmoothingPGD(eps=0.01, step_size=0.01), psi=psi)
     with torch.no_grad():
         err = lambda z: ((trained(z).gather(1, y[:, None]).squeeze(1) - target) ** 2).mean()  # noqa: E731
         assert err(x_bs) < err(x)
@@ -365,8 +362,7 @@ def test_backward_smoothing_pgd_init_moves_y_logit_towards_its_target(trained, b
 def test_trades_kl_attack_raises_the_kl(trained, batch):
     x, _ = batch
     for start in ("gaussian", "uniform", "zero"):
-        res = A.trades_kl_attack(trained, x, eps=EPS, step_size=0.03, steps=5, start=start, generator=gen(),
-                                 track_loss=True)
+        res = A.trades_kl_attack(trained, x, A.TradesKL(eps=EPS, step_size=0.03, steps=5, start=start), generator=gen(), track_loss=True)
         assert res.loss_final > res.loss_start
         with torch.no_grad():
             assert res.loss_final.item() == pytest.approx(_kl_mean(trained(x), trained(res.x_adv)), rel=1e-4)
@@ -375,7 +371,7 @@ def test_trades_kl_attack_raises_the_kl(trained, batch):
 def test_odi_increases_the_random_linear_output(trained, batch):
     x, _ = batch
     w = 2 * torch.rand((x.shape[0], NUM_CLASSES), generator=gen(8)) - 1
-    x_odi = A.odi_init(trained, x, eps=EPS, step_size=0.03, steps=2, random_start=False, w=w)
+    x_odi = A.odi_init(trained, x, A.ODI(eps=EPS, step_size=0.03, steps=2, random_start=False), w=w)
     with torch.no_grad():
         assert (trained(x_odi) * w).sum() > (trained(x) * w).sum()
 
@@ -419,8 +415,7 @@ def test_plugin_estimator_with_one_noise_is_ce_gradient_at_the_noisy_point(train
     (g_ce,) = torch.autograd.grad(F.cross_entropy(trained(xb), y, reduction="sum"), xb)
     assert torch.allclose(g_plugin, g_ce, atol=1e-6)
     # and one SmoothAdv step is one normalised CE step at the noisy point, then project + clamp
-    res = A.smoothadv_pgd(trained, x, y, eps=0.3, steps=1, sigma=0.25, num_noise=1, step_size=0.2,
-                          noise=noise)
+    res = A.smoothadv_pgd(trained, x, y, A.SmoothAdvPGD(eps=0.3, steps=1, sigma=0.25, num_noise=1, step_size=0.2), noise=noise)
     step = g_ce / g_ce.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     assert torch.allclose(res.x_adv, (x + 0.2 * step).clamp(0, 1), atol=1e-6)
     assert res.noise is not None and torch.equal(res.noise, noise)
@@ -428,18 +423,18 @@ def test_plugin_estimator_with_one_noise_is_ce_gradient_at_the_noisy_point(train
 
 def test_smoothadv_pgd_raises_the_smoothed_loss_and_reuses_noise(trained, batch):
     x, y = batch
-    res = A.smoothadv_pgd(trained, x, y, eps=1.0, steps=5, sigma=0.25, num_noise=4, generator=gen())
+    res = A.smoothadv_pgd(trained, x, y, A.SmoothAdvPGD(eps=1.0, steps=5, sigma=0.25, num_noise=4), generator=gen())
     assert res.noise.shape == (x.shape[0], 4, *SHAPE)
     with torch.no_grad():
         nll = lambda z: A.smoothed_nll(trained, z, y, res.noise).mean()  # noqa: E731
         assert nll(res.x_adv) > nll(x)
-    again = A.smoothadv_pgd(trained, x, y, eps=1.0, steps=5, sigma=0.25, num_noise=4, noise=res.noise)
+    again = A.smoothadv_pgd(trained, x, y, A.SmoothAdvPGD(eps=1.0, steps=5, sigma=0.25, num_noise=4), noise=res.noise)
     assert torch.equal(again.x_adv, res.x_adv)
 
 
 def test_smoothadv_ddn_finds_adversarial_points_within_eps(trained, batch):
     x, y = batch
-    res = A.smoothadv_ddn(trained, x, y, eps=2.0, steps=20, sigma=0.1, num_noise=2, generator=gen())
+    res = A.smoothadv_ddn(trained, x, y, A.SmoothAdvDDN(eps=2.0, steps=20, sigma=0.1, num_noise=2), generator=gen())
     delta = (res.x_adv - x).flatten(1).norm(dim=1)
     assert (delta <= 2.0 + 1e-6).all() and (delta > 0).any()
     with torch.no_grad():
@@ -467,9 +462,8 @@ def test_stein_estimator_correlates_with_the_smoothed_loss_gradient():
 def test_smoothmix_one_step_init_is_the_first_iterate(trained, batch):
     x, y = batch
     noise = A.draw_noise(x, sigma=0.25, num_noise=2, generator=gen())
-    one = A.smoothmix_attack(trained, x, y, step_size=0.3, steps=1, sigma=0.25, num_noise=2, noise=noise)
-    res = A.smoothmix_attack(trained, x, y, step_size=0.3, steps=3, sigma=0.25, num_noise=2, mix_step=1,
-                             noise=noise)
+    one = A.smoothmix_attack(trained, x, y, A.SmoothMix(step_size=0.3, steps=1, sigma=0.25, num_noise=2), noise=noise)
+    res = A.smoothmix_attack(trained, x, y, A.SmoothMix(step_size=0.3, steps=3, sigma=0.25, num_noise=2, mix_step=1), noise=noise)
     assert torch.equal(one.x_init, x)  # mix_step = 0: x_init is the clean input
     assert torch.allclose(res.x_init, one.x_adv)
     with torch.no_grad():
@@ -478,45 +472,38 @@ def test_smoothmix_one_step_init_is_the_first_iterate(trained, batch):
 
 
 BAD_ARGS = [
-    ("eps", lambda m, x, y: A.pgd(m, x, y, eps=0.0, step_size=0.1, steps=1)),
-    ("eps", lambda m, x, y: A.fgsm(m, x, y, eps=-1.0)),
-    ("steps", lambda m, x, y: A.pgd(m, x, y, eps=0.1, step_size=0.1, steps=0)),
-    ("norm", lambda m, x, y: A.pgd(m, x, y, eps=0.1, step_size=0.1, steps=1, norm="l1")),
-    ("step_size", lambda m, x, y: A.pgd(m, x, y, eps=0.1, step_size=0.0, steps=1)),
-    ("y", lambda m, x, y: A.pgd(m, x, y[:3], eps=0.1, step_size=0.1, steps=1)),
-    ("x", lambda m, x, y: A.pgd(m, x * 3, y, eps=0.1, step_size=0.1, steps=1)),
-    ("x_start", lambda m, x, y: A.pgd_attack(m, x, y, eps=0.1, step_size=0.1, steps=1, x_start=x[:2])),
-    ("start", lambda m, x, y: A.trades_kl_attack(m, x, eps=0.1, step_size=0.1, steps=1, start="ones")),
-    ("logits_clean", lambda m, x, y: A.trades_kl_attack(m, x, eps=0.1, step_size=0.1, steps=1,
-                                                        logits_clean=torch.zeros(3, 4))),
-    ("steps", lambda m, x, y: A.trades_kl_attack(m, x, eps=0.1, step_size=0.1, steps=0)),
-    ("gamma", lambda m, x, y: A.backward_smoothing_init(m, x, eps=0.1, step_size=0.1, gamma=-1.0)),
-    ("num_points", lambda m, x, y: A.backward_smoothing_init(m, x, eps=0.1, step_size=0.1, num_points=0)),
-    ("psi", lambda m, x, y: A.backward_smoothing_init(m, x, eps=0.1, step_size=0.1, psi=torch.zeros(3, 4))),
-    ("psi", lambda m, x, y: A.backward_smoothing_init(m, x, eps=0.1, step_size=0.1,
-                                                      psi=torch.zeros(len(x), 5))),
-    ("steps", lambda m, x, y: A.backward_smoothing_attack(m, x, eps=0.1, step_size=0.1, steps=0)),
-    ("target", lambda m, x, y: A.backward_smoothing_pgd_init(m, x, y, eps=0.1, step_size=0.1, target="x")),
-    ("w", lambda m, x, y: A.odi_init(m, x, eps=0.1, w=torch.zeros(2, 4))),
-    ("generator", lambda m, x, y: A.odi_init(m, x, eps=0.1, generator=0)),
+    ("eps", lambda m, x, y: A.pgd(m, x, y, A.PGD(eps=0.0, step_size=0.1, steps=1))),
+    ("eps", lambda m, x, y: A.fgsm(m, x, y, A.FGSM(eps=-1.0))),
+    ("steps", lambda m, x, y: A.pgd(m, x, y, A.PGD(eps=0.1, step_size=0.1, steps=0))),
+    ("norm", lambda m, x, y: A.pgd(m, x, y, A.PGD(eps=0.1, step_size=0.1, steps=1, norm="l1"))),
+    ("step_size", lambda m, x, y: A.pgd(m, x, y, A.PGD(eps=0.1, step_size=0.0, steps=1))),
+    ("y", lambda m, x, y: A.pgd(m, x, y[:3], A.PGD(eps=0.1, step_size=0.1, steps=1))),
+    ("x", lambda m, x, y: A.pgd(m, x * 3, y, A.PGD(eps=0.1, step_size=0.1, steps=1))),
+    ("x_start", lambda m, x, y: A.pgd_attack(m, x, y, A.PGD(eps=0.1, step_size=0.1, steps=1), x_start=x[:2])),
+    ("start", lambda m, x, y: A.trades_kl_attack(m, x, A.TradesKL(eps=0.1, step_size=0.1, steps=1, start="ones"))),
+    ("logits_clean", lambda m, x, y: A.trades_kl_attack(m, x, A.TradesKL(eps=0.1, step_size=0.1, steps=1), logits_clean=torch.zeros(3, 4))),
+    ("steps", lambda m, x, y: A.trades_kl_attack(m, x, A.TradesKL(eps=0.1, step_size=0.1, steps=0))),
+    ("gamma", lambda m, x, y: A.backward_smoothing_init(m, x, A.BackwardSmoothing(eps=0.1, step_size=0.1, gamma=-1.0))),
+    ("num_points", lambda m, x, y: A.backward_smoothing_init(m, x, A.BackwardSmoothing(eps=0.1, step_size=0.1, num_points=0))),
+    ("psi", lambda m, x, y: A.backward_smoothing_init(m, x, A.BackwardSmoothing(eps=0.1, step_size=0.1), psi=torch.zeros(3, 4))),
+    ("psi", lambda m, x, y: A.backward_smoothing_init(m, x, A.BackwardSmoothing(eps=0.1, step_size=0.1), psi=torch.zeros(len(x), 5))),
+    ("steps", lambda m, x, y: A.backward_smoothing_attack(m, x, A.BackwardSmoothing(eps=0.1, step_size=0.1, steps=0))),
+    ("target", lambda m, x, y: A.backward_smoothing_pgd_init(m, x, y, A.BackwardSmoothingPGD(eps=0.1, step_size=0.1, target="x"))),
+    ("w", lambda m, x, y: A.odi_init(m, x, A.ODI(eps=0.1), w=torch.zeros(2, 4))),
+    ("generator", lambda m, x, y: A.odi_init(m, x, A.ODI(eps=0.1), generator=0)),
     ("eps", lambda m, x, y: A.gradalign_regularizer(m, x, y, eps=0.0)),
     ("eps", lambda m, x, y: A.lambda_gradalign(0.0)),
-    ("sigma", lambda m, x, y: A.smoothadv_pgd(m, x, y, eps=0.5, steps=2, sigma=-0.1, num_noise=2)),
-    ("num_noise", lambda m, x, y: A.smoothadv_pgd(m, x, y, eps=0.5, steps=2, sigma=0.1, num_noise=0)),
-    ("noise", lambda m, x, y: A.smoothadv_pgd(m, x, y, eps=0.5, steps=2, sigma=0.1, num_noise=3,
-                                              noise=torch.zeros(len(x), 2, *SHAPE))),
-    ("estimator", lambda m, x, y: A.smoothadv_pgd(m, x, y, eps=0.5, steps=2, sigma=0.1, num_noise=2,
-                                                  estimator="spsa")),
-    ("eps", lambda m, x, y: A.smoothadv_ddn(m, x, y, eps=0.0, steps=2, sigma=0.1, num_noise=2)),
-    ("gamma", lambda m, x, y: A.smoothadv_ddn(m, x, y, eps=0.5, steps=2, sigma=0.1, num_noise=2, gamma=1.5)),
+    ("sigma", lambda m, x, y: A.smoothadv_pgd(m, x, y, A.SmoothAdvPGD(eps=0.5, steps=2, sigma=-0.1, num_noise=2))),
+    ("num_noise", lambda m, x, y: A.smoothadv_pgd(m, x, y, A.SmoothAdvPGD(eps=0.5, steps=2, sigma=0.1, num_noise=0))),
+    ("noise", lambda m, x, y: A.smoothadv_pgd(m, x, y, A.SmoothAdvPGD(eps=0.5, steps=2, sigma=0.1, num_noise=3), noise=torch.zeros(len(x), 2, *SHAPE))),
+    ("estimator", lambda m, x, y: A.smoothadv_pgd(m, x, y, A.SmoothAdvPGD(eps=0.5, steps=2, sigma=0.1, num_noise=2, estimator="spsa"))),
+    ("eps", lambda m, x, y: A.smoothadv_ddn(m, x, y, A.SmoothAdvDDN(eps=0.0, steps=2, sigma=0.1, num_noise=2))),
+    ("gamma", lambda m, x, y: A.smoothadv_ddn(m, x, y, A.SmoothAdvDDN(eps=0.5, steps=2, sigma=0.1, num_noise=2, gamma=1.5))),
     ("sigma", lambda m, x, y: A.stein_gradient(m, x, y, sigma=0.0, num_noise=2)),
-    ("step_size", lambda m, x, y: A.smoothmix_attack(m, x, y, step_size=0.0, steps=2, sigma=0.1,
-                                                     num_noise=2)),
-    ("maxnorm", lambda m, x, y: A.smoothmix_attack(m, x, y, step_size=0.1, steps=2, sigma=0.1, num_noise=2,
-                                                   maxnorm=0.0)),
-    ("levels", lambda m, x, y: A.smoothadv_ddn(m, x, y, eps=0.5, steps=2, sigma=0.1, num_noise=2, levels=1)),
-    ("mix_step", lambda m, x, y: A.smoothmix_attack(m, x, y, step_size=0.1, steps=2, sigma=0.1, num_noise=2,
-                                                    mix_step=-1)),
+    ("step_size", lambda m, x, y: A.smoothmix_attack(m, x, y, A.SmoothMix(step_size=0.0, steps=2, sigma=0.1, num_noise=2))),
+    ("maxnorm", lambda m, x, y: A.smoothmix_attack(m, x, y, A.SmoothMix(step_size=0.1, steps=2, sigma=0.1, num_noise=2, maxnorm=0.0))),
+    ("levels", lambda m, x, y: A.smoothadv_ddn(m, x, y, A.SmoothAdvDDN(eps=0.5, steps=2, sigma=0.1, num_noise=2, levels=1))),
+    ("mix_step", lambda m, x, y: A.smoothmix_attack(m, x, y, A.SmoothMix(step_size=0.1, steps=2, sigma=0.1, num_noise=2, mix_step=-1))),
     ("query_limit", lambda m, x, y: A.rays(m, x, y, query_limit=0)),
     ("tol", lambda m, x, y: A.rays(m, x, y, tol=-1e-3)),
 ]

@@ -37,7 +37,7 @@ def test_smoothing_points_lie_where_the_paper_puts_them():
 def test_kl_and_ce_have_the_same_input_curvature_for_a_relu_net():
     """J^T (diag q - q q^T) J for both objectives of a piecewise-linear network (why cpu probes KL only)."""
     model, (x, y) = _relu_net(), _batch()
-    rows = hessian.smoothing_curvature(model, x, y, eps=0.1, step_size=0.1, objectives=["kl", "ce"], iters=50)
+    rows = hessian.smoothing_curvature(model, x, y, hessian.Probe(eps=0.1, step_size=0.1, objectives=["kl", "ce"], iters=50))
     by = {(r["objective"], r["point"]): r["eigenvalue"] for r in rows}
     assert set(by) == {(o, p) for o in ("kl", "ce") for p in hessian.POINTS}
     for point in hessian.POINTS:
@@ -48,7 +48,7 @@ def test_kl_and_ce_have_the_same_input_curvature_for_a_relu_net():
 def test_smoothing_curvature_matches_the_explicit_hessian_and_restores_mode():
     model, (x, y) = _relu_net(), _batch(1)
     model.train()
-    rows = hessian.smoothing_curvature(model, x, y, eps=0.1, step_size=0.1, objectives=["ce"], iters=200)
+    rows = hessian.smoothing_curvature(model, x, y, hessian.Probe(eps=0.1, step_size=0.1, objectives=["ce"], iters=200))
     assert model.training
     model.eval()
     clean = next(r["eigenvalue"] for r in rows if r["point"] == "clean")
@@ -60,15 +60,15 @@ def test_smoothing_curvature_matches_the_explicit_hessian_and_restores_mode():
 
 def test_smoothing_curvature_is_reproducible_for_a_seed():
     model, (x, y) = _relu_net(), _batch()
-    a = hessian.smoothing_curvature(model, x, y, eps=0.1, step_size=0.1, iters=10, seed=3)
-    b = hessian.smoothing_curvature(model, x, y, eps=0.1, step_size=0.1, iters=10, seed=3)
+    a = hessian.smoothing_curvature(model, x, y, hessian.Probe(eps=0.1, step_size=0.1, iters=10, seed=3))
+    b = hessian.smoothing_curvature(model, x, y, hessian.Probe(eps=0.1, step_size=0.1, iters=10, seed=3))
     assert a == b
 
 
 def test_curvature_along_training_has_rows_per_epoch_point_and_weight_space():
     (x, y) = _batch()
     nets = {0: _relu_net(0), 3: _relu_net(1)}
-    rows = hessian.curvature_along_training(lambda e: nets[e], [0, 3], x, y, eps=0.1, step_size=0.1, iters=5,
+    rows = hessian.curvature_along_training(lambda e: nets[e], [0, 3], x, y, hessian.Probe(eps=0.1, step_size=0.1, iters=5),
                                             weight_space=True, weight_iters=20)
     frame = pd.DataFrame(rows)
     assert sorted(frame["epoch"].unique()) == [0, 3]
@@ -90,7 +90,7 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     model, (x, y) = _relu_net(), _batch()
     call = {"eps": 0.1, "step_size": 0.1, **kwargs}
     with pytest.raises(ValueError, match=name):
-        hessian.smoothing_curvature(model, x, y, **call)
+        hessian.smoothing_curvature(model, x, y, hessian.Probe(**call))
 
 
 # ------------------------------------------------------------------ Fig. 1 / Fig. 5 summaries

@@ -14,8 +14,8 @@ NAMES = ["standard", "fast_at", "trades", "backward_smoothing"]
 @pytest.fixture(scope="module")
 def table():
     configs = {n: (n, cost.paper_config(n)) for n in NAMES}
-    return cost.measure(configs, model="small_cnn", dataset="synthetic", batch_size=16, iters=2, warmup=1,
-                        device="cpu")
+    return cost.measure(configs, model="small_cnn", dataset="synthetic", device="cpu",
+                        timing=cost.Timing(batch_size=16, iters=2, warmup=1))
 
 
 def test_measure_gives_stated_and_hooked_pass_counts_beside_median_times(table):

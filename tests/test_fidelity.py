@@ -139,7 +139,7 @@ def test_random_start_is_clamped_only_when_asked(clamp_start):
     model, (x, y), eps = smooth_model(), fixed_batch(), 0.1
     start = x + (2 * torch.rand(x.shape, generator=gen(2), dtype=torch.float64) - 1) * eps
     start = start.clamp(0, 1) if clamp_start else start
-    res = A.fgsm(model, x, y, eps=eps, step_size=0.05, random_start=True, clamp_start=clamp_start, generator=gen(2))
+    res = A.fgsm(model, x, y, A.FGSM(eps=eps, step_size=0.05, random_start=True, clamp_start=clamp_start), generator=gen(2))
     with torch.no_grad():
         assert float(res.loss_start) == pytest.approx(float(F.cross_entropy(model(start), y)), rel=1e-12)
     assert bool((res.x_adv >= 0).all() and (res.x_adv <= 1).all())
@@ -178,10 +178,9 @@ def test_smoothadv_clamp_renorm_is_the_references_step_order_and_reaches_the_sph
     model, (x, y) = smooth_model(), fixed_batch()
     eps, steps = 1.5, 4
     noise = A.draw_noise(x, sigma=0.25, num_noise=3, generator=gen(4))
-    ours = A.smoothadv_pgd(model, x, y, eps=eps, steps=steps, sigma=0.25, num_noise=3, noise=noise,
-                           step_order="clamp_renorm").x_adv
+    ours = A.smoothadv_pgd(model, x, y, A.SmoothAdvPGD(eps=eps, steps=steps, sigma=0.25, num_noise=3, step_order="clamp_renorm"), noise=noise).x_adv
     assert torch.allclose(ours, _reference_order_pgd(model, x, y, noise, eps, steps), atol=1e-12)
-    default = A.smoothadv_pgd(model, x, y, eps=eps, steps=steps, sigma=0.25, num_noise=3, noise=noise).x_adv
+    default = A.smoothadv_pgd(model, x, y, A.SmoothAdvPGD(eps=eps, steps=steps, sigma=0.25, num_noise=3), noise=noise).x_adv
     norms = {k: (v - x).flatten(1).norm(dim=1) for k, v in (("ref", ours), ("ours", default))}
     assert torch.allclose(norms["ref"], torch.full_like(norms["ref"], eps), atol=1e-6)
     assert bool((norms["ours"] < eps - 1e-4).any())  # project-then-clamp ends inside the ball

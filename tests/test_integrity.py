@@ -341,9 +341,9 @@ def test_attacks_reject_bad_images_and_labels(attack, bad, name):
         y[0] = 3
     with pytest.raises(ValueError, match=name):
         if attack == "pgd":
-            attacks.pgd(_model(), x, y, eps=0.1, step_size=0.05, steps=2)
+            attacks.pgd(_model(), x, y, attacks.PGD(eps=0.1, step_size=0.05, steps=2))
         else:
-            attacks.smoothadv_pgd(_model(), x, y, eps=0.5, steps=1, sigma=0.25, num_noise=2)
+            attacks.smoothadv_pgd(_model(), x, y, attacks.SmoothAdvPGD(eps=0.5, steps=1, sigma=0.25, num_noise=2))
 
 
 def test_robust_accuracy_checks_the_output_width_against_n_classes():

@@ -5,6 +5,7 @@ and end-to-end runs on synthetic data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -161,9 +162,10 @@ def _record(monkeypatch, fn_name: str) -> list[dict]:
     calls: list[dict] = []
     original = getattr(attacks, fn_name)
 
-    def wrapped(model, x, y, **kw):
-        result = original(model, x, y, **kw)
-        calls.append({"x": x, "kw": kw, "result": result, "training": model.training})
+    def wrapped(model, x, y, attack, **kw):  # kw: the attack's config fields and the call's keywords
+        result = original(model, x, y, attack, **kw)
+        calls.append({"x": x, "kw": {**dataclasses.asdict(attack), **kw}, "result": result,
+                      "training": model.training})
         return result
 
     monkeypatch.setattr(attacks, fn_name, wrapped)

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from rs_lib import data, methods, train
-from rs_lib.train import Control, TrainConfig, lr_factor, run_training, warmup_factor
+from rs_lib.methods import warmup_factor as _warmup_factor
+from rs_lib.train import Control, TrainConfig, lr_factor, run_training
+
+
+def warmup_factor(cfg, epoch, progress):  # the training loop's call of the one warm-up rule
+    return _warmup_factor(cfg.warmup_epochs, epoch, progress, by=cfg.warmup_by)
+
 
 TINY = dict(dataset="synthetic", model="small_cnn", epochs=3, batch_size=64, n_train=256, n_val=64,
             lr=0.05, schedule="piecewise", milestones=(0.5,), augment=False)

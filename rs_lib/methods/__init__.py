@@ -10,6 +10,16 @@ paper's) and its cost per iteration in forward / backward passes, counted in bat
 (a forward of m noisy copies of the batch counts m; an input-gradient backward counts 1, the
 weight backward counts 1).
 
+Public names: `METHODS`, `register`, `get_method`, `method_config`, `resolved_params`, `added_option`
+(an option added after runs were stored), `Method`, `Passes`, `StepContext`, `StepOutput`, `scalar`,
+`warmup_factor` (the one linear warm-up rule, the loop's and the methods' own), and `mode` (re-exported
+from :mod:`rs_lib.models`). Attacks come from :mod:`rs_lib.attacks`, each with its config dataclass.
+
+Hyperparameter spellings are stored run keys (``method_params`` in ``config.json``, hence the run's
+hash) and stay as first stored: λ is ``lbd`` for the smoothing regularisers and ``lam`` for
+GradAlign (``lam``, ``lam_rule``, GradAlign's own code's names); renaming either would re-key every
+stored run of those methods.
+
 The package holds the registry and the two foundation objectives (``standard``, ``gaussian``);
 the chapters' objectives live in submodules imported at the end of this file:
 :mod:`rs_lib.methods.adversarial` (Backward Smoothing and its baselines) and
@@ -18,9 +28,8 @@ the chapters' objectives live in submodules imported at the end of this file:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate as check
+from ..models import mode  # noqa: F401  (re-exported: the objectives' phase helper)
 
 
 @dataclass(frozen=True)
@@ -138,15 +148,18 @@ def method_config(name: str, params: Mapping[str, Any] | None = None) -> Any:
     return method.config_cls(**params)
 
 
-@contextlib.contextmanager
-def mode(model: nn.Module, *, train: bool) -> Iterator[nn.Module]:
-    """Put ``model`` in train or eval mode for a phase and restore the previous mode after."""
-    was_training = model.training
-    model.train(train)
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+def warmup_factor(warmup_epochs: float, epoch: int, progress: float = 0.0, *, by: str = "epoch") -> float:
+    """The linear warm-up factor in [0, 1] of every warm-up in the book (1 when ``warmup_epochs`` is 0).
+
+    ``by='epoch'``: min(1, (epoch + 1) / warmup_epochs), constant within an epoch (SmoothAdv's and
+    SmoothMix's per-method warm-up); ``by='iteration'``: min(1, progress / warmup_epochs), with
+    ``progress`` the fractional epochs done (the loop's ``TrainConfig.warmup_by`` default).
+    """
+    if warmup_epochs == 0:
+        return 1.0
+    if by == "epoch":
+        return min(1.0, (epoch + 1) / warmup_epochs)
+    return min(1.0, progress / warmup_epochs)
 
 
 def scalar(t: torch.Tensor) -> torch.Tensor:

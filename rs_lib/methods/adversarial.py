@@ -67,11 +67,6 @@ def _px(value: float) -> float:
     return value / 255
 
 
-def _flag(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-
-
 # --------------------------------------------------------------------------------------------
 # Configurations (frozen; defaults = the BS paper's CIFAR-10 values)
 # --------------------------------------------------------------------------------------------
@@ -93,7 +88,7 @@ class AdversarialConfig:
     def __post_init__(self) -> None:
         check.positive("eps", self.eps)
         check.choice("attack_mode", self.attack_mode, ATTACK_MODES)
-        _flag("instrument", self.instrument)
+        check.flag("instrument", self.instrument)
 
 
 @dataclass(frozen=True)
@@ -111,8 +106,8 @@ class ATConfig(AdversarialConfig):
         super().__post_init__()
         check.positive("step_size", self.step_size)
         check.positive_int("steps", self.steps)
-        _flag("random_start", self.random_start)
-        _flag("clamp_start", self.clamp_start)
+        check.flag("random_start", self.random_start)
+        check.flag("clamp_start", self.clamp_start)
 
 
 @dataclass(frozen=True)
@@ -166,9 +161,9 @@ class GradAlignConfig(AdversarialConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check.positive("step_size", self.step_size)
-        _flag("random_start", self.random_start)
-        _flag("clamp_start", self.clamp_start)
-        _flag("backprop_clean", self.backprop_clean)
+        check.flag("random_start", self.random_start)
+        check.flag("clamp_start", self.clamp_start)
+        check.flag("backprop_clean", self.backprop_clean)
         check.non_negative("lam", self.lam)
         check.choice("lam_rule", self.lam_rule, ("fixed", "log_linear"))
 
@@ -302,7 +297,7 @@ class ODIPGDConfig(AdversarialConfig):
         super().__post_init__()
         check.positive_int("odi_steps", self.odi_steps)
         check.positive("odi_step_size", self.odi_step_size)
-        _flag("odi_random_start", self.odi_random_start)
+        check.flag("odi_random_start", self.odi_random_start)
         check.positive("step_size", self.step_size)
         check.positive_int("steps", self.steps)
 
@@ -333,12 +328,6 @@ class _Inner:
     start: Tensor | None
     clean_logits: Tensor | None = None
     start_at_clean: bool = False
-
-
-def _kl(target_logits: Tensor, logits: Tensor) -> Tensor:
-    """Per-example KL(s(target) ‖ s(logits)), differentiable in both (TRADES' un-detached target)."""
-    return F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(target_logits, dim=-1),
-                    reduction="none", log_target=True).sum(-1)
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
@@ -376,7 +365,7 @@ def _instrument(model: nn.Module, x: Tensor, y: Tensor, inner: _Inner, kind: str
     if kind == "ce":
         inner_clean, inner_final = ce_clean, ce_adv
     else:
-        inner_clean, inner_final = torch.zeros_like(ce_adv), _kl(clean, adv).mean()
+        inner_clean, inner_final = torch.zeros_like(ce_adv), attacks.kl(clean, adv).mean()
     start = inner.start if inner.start is not None else inner_clean
     return {"inner_clean": scalar(inner_clean), "inner_start": scalar(start),
             "inner_final": scalar(inner_final), "increment": scalar(inner_final - start),
@@ -395,7 +384,7 @@ def _trades_outer(beta: float) -> Callable[..., tuple[Tensor, dict[str, Tensor]]
 
     def outer(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         logits, logits_adv = model(x), model(x_adv)
-        natural, robust = F.cross_entropy(logits, y), _kl(logits, logits_adv).mean()
+        natural, robust = F.cross_entropy(logits, y), attacks.kl(logits, logits_adv).mean()
         return natural + beta * robust, {"loss_natural": scalar(natural), "loss_robust": scalar(robust),
                                          "acc": _accuracy(logits, y), "acc_adv": _accuracy(logits_adv, y)}
 
@@ -434,9 +423,9 @@ def _passes(forward: int, backward: int, cfg: AdversarialConfig, instrument_forw
 
 def _pgd_phase(model: nn.Module, x: Tensor, y: Tensor, cfg: ATConfig, ctx: StepContext) -> AttackFn:
     def attack(scale: float) -> _Inner:
-        res = attacks.pgd_attack(model, x, y, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                                 steps=cfg.steps, random_start=cfg.random_start, generator=ctx.generator,
-                                 clamp_start=cfg.clamp_start)
+        pgd = attacks.PGD(cfg.eps * scale, cfg.step_size * scale, cfg.steps, random_start=cfg.random_start,
+                          clamp_start=cfg.clamp_start)
+        res = attacks.pgd_attack(model, x, y, pgd, generator=ctx.generator)
         return _Inner(res.x_adv, res.loss_start, start_at_clean=not cfg.random_start)
     return attack
 
@@ -530,8 +519,9 @@ def _gradalign(model: nn.Module, x: Tensor, y: Tensor, cfg: GradAlignConfig, ctx
     lam = cfg.effective_lam
 
     def attack(scale: float) -> _Inner:
-        res = attacks.fgsm(model, x, y, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                           random_start=cfg.random_start, generator=ctx.generator, clamp_start=cfg.clamp_start)
+        fgsm = attacks.FGSM(cfg.eps * scale, cfg.step_size * scale, random_start=cfg.random_start,
+                            clamp_start=cfg.clamp_start)
+        res = attacks.fgsm(model, x, y, fgsm, generator=ctx.generator)
         return _Inner(res.x_adv, res.loss_start, start_at_clean=not cfg.random_start)
 
     def outer(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -555,9 +545,8 @@ def _trades_phase(model: nn.Module, x: Tensor, cfg: TRADESConfig, ctx: StepConte
     def attack(scale: float) -> _Inner:
         with torch.no_grad():
             clean = model(x)
-        res = attacks.trades_kl_attack(model, x, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                                       steps=cfg.steps, start=cfg.start, logits_clean=clean,
-                                       generator=ctx.generator)
+        kl_attack = attacks.TradesKL(cfg.eps * scale, cfg.step_size * scale, cfg.steps, start=cfg.start)
+        res = attacks.trades_kl_attack(model, x, kl_attack, logits_clean=clean, generator=ctx.generator)
         return _Inner(res.x_adv, res.loss_start, clean)
     return attack
 
@@ -606,9 +595,9 @@ def fast_trades_2step(model: nn.Module, x: Tensor, y: Tensor, cfg: FastTRADES2St
 def _bs_point(model: nn.Module, x: Tensor, cfg: BSConfig | BSAloneConfig, ctx: StepContext,
               scale: float) -> tuple[Tensor, Tensor]:
     """(x + ξ*, clean logits): the BS initialisation, whose forward at ξ = 0 is the clean forward."""
-    return attacks._backward_smoothing(model, x, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                                       gamma=cfg.gamma, num_points=cfg.num_points, norm="linf",
-                                       logits_clean=None, psi=None, generator=ctx.generator)
+    init = attacks.BackwardSmoothing(cfg.eps * scale, cfg.step_size * scale, gamma=cfg.gamma,
+                                     num_points=cfg.num_points)
+    return attacks.backward_smoothing_point(model, x, init, generator=ctx.generator)
 
 
 def _bs_passes(cfg: BSConfig) -> Passes:
@@ -630,8 +619,8 @@ def backward_smoothing(model: nn.Module, x: Tensor, y: Tensor, cfg: BSConfig, ct
     """
     def attack(scale: float) -> _Inner:
         x_start, clean = _bs_point(model, x, cfg, ctx, scale)
-        res = attacks.trades_kl_attack(model, x, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                                       steps=cfg.steps, x_start=x_start, logits_clean=clean)
+        ascent = attacks.TradesKL(cfg.eps * scale, cfg.step_size * scale, cfg.steps)
+        res = attacks.trades_kl_attack(model, x, ascent, x_start=x_start, logits_clean=clean)
         return _Inner(res.x_adv, res.loss_start, clean)
 
     return _step(model, x, y, cfg, ctx, attack=attack, kind="kl", outer=_trades_outer(cfg.beta))
@@ -655,8 +644,8 @@ def bs_alone(model: nn.Module, x: Tensor, y: Tensor, cfg: BSAloneConfig, ctx: St
 
 
 def _odi_start(model: nn.Module, x: Tensor, cfg: ODIPGDConfig, ctx: StepContext, scale: float) -> Tensor:
-    return attacks.odi_init(model, x, eps=cfg.eps * scale, step_size=cfg.odi_step_size * scale,
-                            steps=cfg.odi_steps, random_start=cfg.odi_random_start, generator=ctx.generator)
+    odi = attacks.ODI(cfg.eps * scale, cfg.odi_step_size * scale, cfg.odi_steps, cfg.odi_random_start)
+    return attacks.odi_init(model, x, odi, generator=ctx.generator)
 
 
 @register("odi_trades", ODITRADESConfig,
@@ -672,8 +661,8 @@ def odi_trades(model: nn.Module, x: Tensor, y: Tensor, cfg: ODITRADESConfig, ctx
         with torch.no_grad():
             clean = model(x)
         x_start = _odi_start(model, x, cfg, ctx, scale)
-        res = attacks.trades_kl_attack(model, x, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                                       steps=cfg.steps, x_start=x_start, logits_clean=clean)
+        ascent = attacks.TradesKL(cfg.eps * scale, cfg.step_size * scale, cfg.steps)
+        res = attacks.trades_kl_attack(model, x, ascent, x_start=x_start, logits_clean=clean)
         return _Inner(res.x_adv, res.loss_start, clean)
 
     return _step(model, x, y, cfg, ctx, attack=attack, kind="kl", outer=_trades_outer(cfg.beta))
@@ -694,11 +683,10 @@ def backward_smoothing_pgd(model: nn.Module, x: Tensor, y: Tensor, cfg: BSPGDCon
     steps. Passes: (steps + 2) F + (steps + 2) B = 3 F + 3 B. Instrument: +2 forwards.
     """
     def attack(scale: float) -> _Inner:
-        x_start = attacks.backward_smoothing_pgd_init(
-            model, x, y, eps=cfg.eps * scale, step_size=cfg.step_size * scale, gamma=cfg.gamma,
-            target=cfg.target, generator=ctx.generator)
-        res = attacks.pgd_attack(model, x, y, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                                 steps=cfg.steps, x_start=x_start)
+        init = attacks.BackwardSmoothingPGD(cfg.eps * scale, cfg.step_size * scale, cfg.gamma, cfg.target)
+        x_start = attacks.backward_smoothing_pgd_init(model, x, y, init, generator=ctx.generator)
+        pgd = attacks.PGD(cfg.eps * scale, cfg.step_size * scale, cfg.steps)
+        res = attacks.pgd_attack(model, x, y, pgd, x_start=x_start)
         return _Inner(res.x_adv, res.loss_start)
 
     return _step(model, x, y, cfg, ctx, attack=attack, kind="ce", outer=_at_outer)
@@ -714,8 +702,8 @@ def odi_pgd(model: nn.Module, x: Tensor, y: Tensor, cfg: ODIPGDConfig, ctx: Step
     """
     def attack(scale: float) -> _Inner:
         x_start = _odi_start(model, x, cfg, ctx, scale)
-        res = attacks.pgd_attack(model, x, y, eps=cfg.eps * scale, step_size=cfg.step_size * scale,
-                                 steps=cfg.steps, x_start=x_start)
+        pgd = attacks.PGD(cfg.eps * scale, cfg.step_size * scale, cfg.steps)
+        res = attacks.pgd_attack(model, x, y, pgd, x_start=x_start)
         return _Inner(res.x_adv, res.loss_start)
 
     return _step(model, x, y, cfg, ctx, attack=attack, kind="ce", outer=_at_outer)

@@ -30,6 +30,12 @@ Conventions shared by every objective here:
 * Pass counts are per training iteration in batch-equivalents (a forward or backward of the
   m noisy copies of a batch counts m); an attack step costs one forward and one input-gradient
   backward of its m copies. Counts are at full cost (a warm-up factor of exactly 0 skips the attack).
+* λ: the regulariser weight of ``stability``, ``macer`` and ``consistency`` is the field ``lbd`` (their
+  codes' spelling, a stored run key); SmoothMix's λ is a different quantity, the per-example mixing
+  ratio (``SmoothMixTerms.lam``, drawn each step, never stored).
+
+Public names: the objectives and configs of the table above, `SmoothMixTerms`, `smoothmix_terms` and
+`mixup_targets` (SmoothMix's loss written out, for the tests and the analysis notebooks).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from torch import Tensor, nn
 
 from .. import _validate as check
 from .. import attacks
-from . import Passes, StepContext, StepOutput, added_option, mode, register, scalar
+from . import Passes, StepContext, StepOutput, added_option, mode, register, scalar, warmup_factor
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,10 +57,10 @@ from . import Passes, StepContext, StepOutput, added_option, mode, register, sca
 # --------------------------------------------------------------------------------------------
 
 
-def warmup_factor(warmup_epochs: float, ctx: StepContext) -> float:
-    """The reference warm-up ``min(1, (epoch + 1) / warmup_epochs)`` (1 when 0) times ``ctx.warmup``."""
-    own = 1.0 if warmup_epochs == 0 else min(1.0, (ctx.epoch + 1) / warmup_epochs)
-    return own * float(ctx.warmup)
+def _warmup(warmup_epochs: float, ctx: StepContext) -> float:
+    """The method's own per-epoch warm-up (the references' ``min(1, (epoch + 1) / warmup_epochs)``,
+    `methods.warmup_factor`) times the loop's ``ctx.warmup``: both apply when both are configured."""
+    return warmup_factor(warmup_epochs, ctx.epoch) * float(ctx.warmup)
 
 
 def _noise(x: Tensor, sigma: float, num_noise: int, ctx: StepContext) -> Tensor:
@@ -167,21 +173,20 @@ def _smoothadv_passes(cfg: SmoothAdvConfig, *, ddn: bool) -> Passes:
 
 def _smoothadv_step(model: nn.Module, x: Tensor, y: Tensor, cfg: SmoothAdvConfig, ctx: StepContext,
                     *, ddn: bool) -> StepOutput:
-    eps = cfg.eps * warmup_factor(cfg.warmup_epochs, ctx)
+    eps = cfg.eps * _warmup(cfg.warmup_epochs, ctx)
     noise = _noise(x, cfg.sigma, cfg.num_noise, ctx)
     if eps > 0:
         with mode(model, train=False):
             if ddn:
                 # The reference sets DDN's start radius to the warmed-up eps every epoch
                 # (``attacker.init_norm = min(eps, (epoch+1)·eps/warmup)``), overriding --init-norm-DDN.
-                x_adv = attacks.smoothadv_ddn(model, x, y, eps=eps, steps=cfg.steps, sigma=cfg.sigma,
-                                              num_noise=cfg.num_noise, gamma=cfg.gamma, init_norm=eps,
-                                              levels=cfg.levels, noise=noise).x_adv
+                ddn = attacks.SmoothAdvDDN(eps, cfg.steps, cfg.sigma, cfg.num_noise, gamma=cfg.gamma,
+                                           init_norm=eps, levels=cfg.levels)
+                x_adv = attacks.smoothadv_ddn(model, x, y, ddn, noise=noise).x_adv
             else:
-                x_adv = attacks.smoothadv_pgd(model, x, y, eps=eps, steps=cfg.steps, sigma=cfg.sigma,
-                                              num_noise=cfg.num_noise, estimator=cfg.estimator,
-                                              noise=noise, generator=ctx.generator,
-                                              step_order=cfg.step_order).x_adv
+                pgd = attacks.SmoothAdvPGD(eps, cfg.steps, cfg.sigma, cfg.num_noise, estimator=cfg.estimator,
+                                           step_order=cfg.step_order)
+                x_adv = attacks.smoothadv_pgd(model, x, y, pgd, noise=noise, generator=ctx.generator).x_adv
     else:
         x_adv = x
     logits = model(_copies(x_adv, noise))
@@ -258,12 +263,12 @@ class VanillaPGDNoiseConfig(VanillaPGDConfig):
 def _vanilla_attack(model: nn.Module, x: Tensor, y: Tensor, cfg: VanillaPGDConfig,
                     ctx: StepContext) -> tuple[Tensor, float]:
     """l2 PGD on f at the clean point: SmoothAdv's attacker with m = 1 and zero noise (CE of f)."""
-    eps = cfg.eps * warmup_factor(cfg.warmup_epochs, ctx)
+    eps = cfg.eps * _warmup(cfg.warmup_epochs, ctx)
     if eps == 0:
         return x, eps
     zero = torch.zeros((x.shape[0], 1, *x.shape[1:]), dtype=x.dtype, device=x.device)
     with mode(model, train=False):
-        x_adv = attacks.smoothadv_pgd(model, x, y, eps=eps, steps=cfg.steps, sigma=0.0, num_noise=1,
+        x_adv = attacks.smoothadv_pgd(model, x, y, attacks.SmoothAdvPGD(eps, cfg.steps, sigma=0.0, num_noise=1),
                                       noise=zero, generator=ctx.generator).x_adv
     return x_adv, eps
 
@@ -518,16 +523,15 @@ def smoothmix(model: nn.Module, x: Tensor, y: Tensor, cfg: SmoothMixConfig,
     backwards, then one backward through both training graphs). One optimiser step per loader batch
     (module docstring: the reference takes m, on B/m-chunks).
     """
-    warm = warmup_factor(cfg.warmup_epochs, ctx)
+    warm = _warmup(cfg.warmup_epochs, ctx)
     noise = _noise(x, cfg.sigma, cfg.num_noise, ctx)
     gen = ctx.generator
     lam = torch.rand((x.shape[0],), generator=gen, device=gen.device).to(x.device, x.dtype) / 2
     radius = cfg.step_size * cfg.mix_step if cfg.maxnorm_s is None else cfg.maxnorm_s
     with mode(model, train=False):
-        x_init, x_adv, _ = attacks.smoothmix_attack(
-            model, x, y, step_size=cfg.step_size, steps=cfg.steps, sigma=cfg.sigma,
-            num_noise=cfg.num_noise, mix_step=cfg.mix_step, maxnorm=cfg.maxnorm,
-            maxnorm_s=warm * radius, noise=noise)
+        adversary = attacks.SmoothMix(cfg.step_size, cfg.steps, cfg.sigma, cfg.num_noise, mix_step=cfg.mix_step,
+                                      maxnorm=cfg.maxnorm, maxnorm_s=warm * radius)
+        x_init, x_adv, _ = attacks.smoothmix_attack(model, x, y, adversary, noise=noise)
     terms = smoothmix_terms(model, x_init, x_adv, y, noise, lam)
     loss = terms.loss_nat + cfg.eta * warm * terms.loss_mix
     return StepOutput(loss, {

@@ -46,7 +46,8 @@ from typing import Any, ClassVar
 from .. import _validate as check
 from .. import methods
 from .. import robustness as _robustness
-from ..robustness import PGD_STEP_RATIO, threat_eps
+from ..attacks import pgd_step
+from ..robustness import threat_eps
 from ..train import CHECKPOINTS, TrainConfig
 from ._checks import list_of, seed_list
 from ._settings import TrainKnobs, knob
@@ -177,7 +178,7 @@ _VAL_PGD = {"smoke": dict(pgd_steps=2, pgd_random_start=True), "cpu": dict(pgd_s
 def _base(profile: str) -> dict[str, Any]:
     eps = _METHOD[profile]["linf_eps"]
     return {**_TRAIN[profile], **_METHOD[profile],
-            "eval_params": {"eps": eps, "pgd_step_size": PGD_STEP_RATIO * eps, **_VAL_PGD[profile]}}
+            "eval_params": {"eps": eps, "pgd_step_size": pgd_step(eps), **_VAL_PGD[profile]}}
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -459,7 +460,7 @@ def check_training_device(training: Mapping[str, Any], device: Any, *, name: str
 def validation_params(settings: Any, eps: float) -> dict[str, Any]:
     """The preset's ``eval_params`` (per-epoch 'fgsm' / 'pgd' metrics) moved to radius ``eps``, with the
     PGD step eps/4 (the BS code's 0.0078 at 0.031)."""
-    return {**settings.eval_params, "eps": eps, "pgd_step_size": PGD_STEP_RATIO * eps}
+    return {**settings.eval_params, "eps": eps, "pgd_step_size": pgd_step(eps)}
 
 
 #: The checkpoint the chapter's tables report unless a column says "last": the epoch with the best
@@ -547,10 +548,10 @@ def curvature(run: Any, settings: Any, *, device: str = "auto") -> list[dict[str
 
     def compute() -> list[dict[str, Any]]:
         probe_x, probe_y = data.load(settings.dataset, "train", n=settings.hessian_n).tensors()
+        probe = hessian.Probe(knobs["eps"], knobs["step_size"], knobs["gamma"], knobs["objectives"], knobs["iters"])
         return hessian.curvature_along_training(
-            lambda e: run.load_model(e, device=device), knobs["epochs"], probe_x, probe_y, eps=knobs["eps"],
-            step_size=knobs["step_size"], gamma=knobs["gamma"], objectives=knobs["objectives"],
-            iters=knobs["iters"], weight_space=knobs["weight_space"], weight_iters=knobs["weight_iters"])
+            lambda e: run.load_model(e, device=device), knobs["epochs"], probe_x, probe_y, probe,
+            weight_space=knobs["weight_space"], weight_iters=knobs["weight_iters"])
 
     return run.cached("curvature", knobs, compute)
 
@@ -589,12 +590,6 @@ def _optional(item_check):
     def checker(name: str, value: Any) -> Any:
         return None if value is None else item_check(name, value)
     return checker
-
-
-def _flag(name: str, value: Any) -> Any:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def _protocol(name: str, value: Any) -> Any:
@@ -649,7 +644,7 @@ class BackwardSmoothingSettings(TrainKnobs):
     bs_gamma: float = knob(check.non_negative)
     gradalign_lam: float = knob(check.non_negative)
     gradalign_form: str = knob(lambda name, value: check.choice(name, value, sorted(GRADALIGN_FORMS)))
-    clamp_start: bool = knob(_flag)
+    clamp_start: bool = knob(check.flag)
     multistep_warmup_epochs: float = knob(check.non_negative)
     multistep_n_train: int | None = knob(_optional(check.positive_int))
     hessian_methods: list[str] = knob(_maybe_methods)
@@ -677,7 +672,7 @@ class Hessian(BackwardSmoothingSettings):
     hessian_n: int = knob(check.positive_int)
     hessian_iters: int = knob(check.positive_int)
     hessian_objectives: list[str] = knob(list_of(_objective))
-    weight_hessian: bool = knob(_flag)
+    weight_hessian: bool = knob(check.flag)
 
 
 @dataclass(frozen=True, kw_only=True)

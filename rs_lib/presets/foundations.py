@@ -64,13 +64,13 @@ def noisy_accuracy(run: Any, settings: Any, *, device: str = "auto") -> dict[flo
     each of ``eval_sigmas`` (Cohen et al. App. B: the base classifier under noise), keyed by the
     sigmas of ``eval_sigmas`` themselves (the cached file keys them by ``str(sigma)``: JSON keys are
     strings); computed once, then read from the run directory."""
-    from .. import data, evaluate
+    from .. import data, evaluate, models
 
     def compute() -> dict[str, float]:
         test = data.load(settings.dataset, "test", n=settings.n_test)
         model = run.load_model("best", device=device)
         batches = list(data.batches(test, 500, shuffle=False, augment=False,
-                                    device=next(model.parameters()).device))
+                                    device=models.device_of(model)))
         acc = evaluate.accuracy_under_noise(model, batches, settings.eval_sigmas, seed=settings.seed)
         return {str(k): v for k, v in acc.items()}
 

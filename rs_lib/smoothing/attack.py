@@ -74,14 +74,14 @@ class SmoothedAttack:
             return x
         if self.attack == "base_pgd":
             zero = torch.zeros((x.shape[0], 1, *x.shape[1:]), dtype=x.dtype, device=x.device)
-            return attacks.smoothadv_pgd(model, x, y, eps=eps, steps=steps, sigma=0.0, num_noise=1, noise=zero,
-                                         generator=generator).x_adv
+            return attacks.smoothadv_pgd(model, x, y, attacks.SmoothAdvPGD(eps, steps, sigma=0.0, num_noise=1),
+                                         noise=zero, generator=generator).x_adv
         if self.attack == "ddn":
             gamma = 1 - (3 / 510 / eps) ** (1 / steps)
-            return attacks.smoothadv_ddn(model, x, y, eps=eps, steps=steps, sigma=sigma, num_noise=self.num_noise,
-                                         gamma=gamma, init_norm=1.0, generator=generator).x_adv
-        return attacks.smoothadv_pgd(model, x, y, eps=eps, steps=steps, sigma=sigma, num_noise=self.num_noise,
-                                     estimator=self.estimator, generator=generator).x_adv
+            ddn = attacks.SmoothAdvDDN(eps, steps, sigma, self.num_noise, gamma=gamma, init_norm=1.0)
+            return attacks.smoothadv_ddn(model, x, y, ddn, generator=generator).x_adv
+        pgd = attacks.SmoothAdvPGD(eps, steps, sigma, self.num_noise, estimator=self.estimator)
+        return attacks.smoothadv_pgd(model, x, y, pgd, generator=generator).x_adv
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -125,8 +125,8 @@ def adversarial_interpolation(model: nn.Module, x: torch.Tensor, y: torch.Tensor
         raise ValueError(f"y must be a tensor of {x.shape[0]} labels, got {getattr(y, 'shape', y)!r}")
     device = model_device(model)
     x, y = x.to(device), y.to(device)
-    x_adv = attacks.smoothmix_attack(model, x, y, step_size=ascent.step_size, steps=ascent.steps,
-                                     sigma=ascent.sigma, num_noise=ascent.num_noise, generator=generator).x_adv
+    adversary = attacks.SmoothMix(ascent.step_size, ascent.steps, ascent.sigma, ascent.num_noise)
+    x_adv = attacks.smoothmix_attack(model, x, y, adversary, generator=generator).x_adv
     conf = interpolation_confidence(model, x, x_adv, sigma=ascent.sigma, num_noise=ascent.num_noise,
                                     ratios=ratios, generator=generator)
     labels = y.cpu().numpy()

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from rs_lib import _validate as check
+from rs_lib import models
 
 # Noise is drawn in blocks of about this many values: the block size depends only on the input's
 # shape and the device type, which is what makes results independent of batch_size and batch packing.
@@ -62,13 +63,7 @@ def example_generator(seed: int, idx: int, device: torch.device | str = "cpu") -
     return generator
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of a model's first parameter, else its first buffer (CPU for a stateless model)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
+model_device = models.device_of  # re-exported: the one device helper lives in rs_lib.models
 
 
 def check_inputs(name: str, x: Any, *, batched: bool) -> None:
@@ -114,8 +109,7 @@ class NoiseSampler:
         check.integer("num_classes", num_classes, low=2)
         check.positive("sigma", sigma)
         check.choice("channels_last", channels_last, [False, True, "auto"])
-        if not isinstance(compile, bool):
-            raise ValueError(f"compile must be True or False, got {compile!r}")
+        check.flag("compile", compile)
         check.choice("autocast_dtype", autocast_dtype, [None, torch.bfloat16, torch.float16])
         if autocast_dtype is not None:
             warnings.warn(f"Smooth(autocast_dtype={autocast_dtype}) certifies the reduced-precision "
