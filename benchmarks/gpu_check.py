@@ -128,8 +128,8 @@ def certify_rows(args: argparse.Namespace, device: torch.device, out: dict) -> N
 
     ways = {"ours": lambda: smooth.certify_batch(xs, args.n0, args.n, alpha, batch),
             "reference_style": reference,
-            "raw_forward": lambda: raw_forward(model, (3, 32, 32), total, batch, device, smooth.channels_last)}
-    raw_forward(model, (3, 32, 32), 2 * batch, batch, device, smooth.channels_last)   # warm-up
+            "raw_forward": lambda: raw_forward(model, (3, 32, 32), total, batch, device, smooth.sampler.channels_last)}
+    raw_forward(model, (3, 32, 32), 2 * batch, batch, device, smooth.sampler.channels_last)   # warm-up
     seconds: dict[str, list[float]] = {name: [] for name in ways}
     for repeat in range(args.repeats):
         for name, fn in ways.items():
