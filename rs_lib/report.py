@@ -9,7 +9,7 @@ book/_ext/numbered_tables.py) and :func:`glue_value` a number for ``{glue:text}`
 :func:`train_table` is the training summary the smoothing notebooks print under their training
 cell.  The verdicts (:func:`sign_verdict`, :func:`within_verdict`, :func:`ratio_verdict`) are the
 code of every Reading and of the chapters' "what reproduced" tables (:func:`claim`,
-:func:`claims_table`).
+:func:`claims_table`); :func:`count_verdict` judges a claim checked once per cell of a grid.
 """
 
 from __future__ import annotations
@@ -170,6 +170,19 @@ def ratio_verdict(ours: float | None, paper: float, *, tolerance: float = 0.25) 
         return NOT_COMPARABLE
     check.positive("paper", paper)
     return REPRODUCED if abs(ours / paper - 1) <= tolerance else NOT_REPRODUCED
+
+
+def count_verdict(holds: int, cells: int) -> str:
+    """Verdict on a claim checked in each of ``cells`` cells of a grid (radii, σ, seeds) and found to
+    hold in ``holds`` of them: reproduced when it holds in every cell; not comparable when there is
+    no cell at this scale."""
+    check.integer("cells", cells, low=0)
+    check.integer("holds", holds, low=0)
+    if holds > cells:
+        raise ValueError(f"holds must be at most cells ({cells}), got {holds}")
+    if cells == 0:
+        return NOT_COMPARABLE
+    return REPRODUCED if holds == cells else NOT_REPRODUCED
 
 
 def claim(claim: str, source: str, paper: float, ours: float | None, scale: str, verdict: str) -> dict[str, Any]:
