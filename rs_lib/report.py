@@ -79,7 +79,7 @@ def glue_table(name: str, frame: pd.DataFrame, scale: str, *, digits: int = 3,
 
 def glue_value(name: str, value: Any, fmt: str | None = None) -> None:
     """Glue a number under ``name`` for ``{glue:text}`` in the page's prose: formatted with
-    ``fmt`` (e.g. ``".1f"``, ``"+.3f"``) into a string when given, else as a plain ``float``/``int``
+    ``fmt`` (e.g. ``".1f"``, ``"+.3f"``, ``"d"`` for a count) into a string when given, else as a plain ``float``/``int``
     (for a format in the role).  NaN or None glues as the dash: a sentence never shows "nan"."""
     from myst_nb import glue
 
@@ -87,7 +87,7 @@ def glue_value(name: str, value: Any, fmt: str | None = None) -> None:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         value = DASH
     elif fmt is not None:
-        value = format(float(value), fmt)
+        value = format(int(value) if fmt[-1] in "bdoxX" else float(value), fmt)  # "d": a count
     elif not isinstance(value, (str, int)):
         value = float(value)  # a numpy scalar glues its repr ("np.float64(...)") otherwise
     glue(name, value, display=False)
