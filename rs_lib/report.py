@@ -9,7 +9,7 @@ book/_ext/numbered_tables.py) and :func:`glue_value` a number for ``{glue:text}`
 :func:`train_table` is the training summary the smoothing notebooks print under their training
 cell.  The verdicts (:func:`sign_verdict`, :func:`within_verdict`, :func:`ratio_verdict`) are the
 code of every Reading and of the chapters' "what reproduced" tables (:func:`claim`,
-:func:`claims_table`).
+:func:`claims_table`); :func:`count_verdict` judges a claim checked once per cell of a grid.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def glue_table(name: str, frame: pd.DataFrame, scale: str, *, digits: int = 3,
 
 def glue_value(name: str, value: Any, fmt: str | None = None) -> None:
     """Glue a number under ``name`` for ``{glue:text}`` in the page's prose: formatted with
-    ``fmt`` (e.g. ``".1f"``, ``"+.3f"``) into a string when given, else as a plain ``float``/``int``
+    ``fmt`` (e.g. ``".1f"``, ``"+.3f"``, ``"d"`` for a count) into a string when given, else as a plain ``float``/``int``
     (for a format in the role).  NaN or None glues as the dash: a sentence never shows "nan"."""
     from myst_nb import glue
 
@@ -87,7 +87,7 @@ def glue_value(name: str, value: Any, fmt: str | None = None) -> None:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         value = DASH
     elif fmt is not None:
-        value = format(float(value), fmt)
+        value = format(int(value) if fmt[-1] in "bdoxX" else float(value), fmt)  # "d": a count
     elif not isinstance(value, (str, int)):
         value = float(value)  # a numpy scalar glues its repr ("np.float64(...)") otherwise
     glue(name, value, display=False)
@@ -170,6 +170,19 @@ def ratio_verdict(ours: float | None, paper: float, *, tolerance: float = 0.25) 
         return NOT_COMPARABLE
     check.positive("paper", paper)
     return REPRODUCED if abs(ours / paper - 1) <= tolerance else NOT_REPRODUCED
+
+
+def count_verdict(holds: int, cells: int) -> str:
+    """Verdict on a claim checked in each of ``cells`` cells of a grid (radii, σ, seeds) and found to
+    hold in ``holds`` of them: reproduced when it holds in every cell; not comparable when there is
+    no cell at this scale."""
+    check.integer("cells", cells, low=0)
+    check.integer("holds", holds, low=0)
+    if holds > cells:
+        raise ValueError(f"holds must be at most cells ({cells}), got {holds}")
+    if cells == 0:
+        return NOT_COMPARABLE
+    return REPRODUCED if holds == cells else NOT_REPRODUCED
 
 
 def claim(claim: str, source: str, paper: float, ours: float | None, scale: str, verdict: str) -> dict[str, Any]:

@@ -85,6 +85,14 @@ def test_ratio_verdict_and_claims_table():
         report.claim("x", "T", 1.0, 1.0, "cpu", "maybe")
 
 
+def test_count_verdict_needs_every_cell_of_the_grid():
+    assert report.count_verdict(3, 3) == report.REPRODUCED
+    assert report.count_verdict(2, 3) == report.NOT_REPRODUCED
+    assert report.count_verdict(0, 0) == report.NOT_COMPARABLE
+    with pytest.raises(ValueError, match="holds"):
+        report.count_verdict(4, 3)
+
+
 def test_readable_enlarges_only_the_fonts_that_would_print_below_9_pt_at_page_width():
     import matplotlib
 
