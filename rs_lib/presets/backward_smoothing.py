@@ -78,7 +78,14 @@ MULTISTEP = ("pgd_at", "trades")
 _GAMMA = ("backward_smoothing", "bs_alone", "backward_smoothing_pgd")
 _ODI = ("odi_pgd", "odi_trades")
 
-PAPER_EPS = 0.031  # BS §5: "we set eps = 0.031 for all three datasets"
+
+def _paper(method: str, name: str) -> Any:
+    """A paper hyperparameter read from its one home, the method's defaults (`rs_lib.methods.adversarial`,
+    where each is quoted from the paper): the paper profile restates none of them."""
+    return getattr(methods.method_config(method), name)
+
+
+PAPER_EPS = _paper("backward_smoothing", "eps")  # BS §5: "we set eps = 0.031 for all three datasets"
 
 
 def _paper_ratio(step_over_255: float) -> float:
@@ -116,26 +123,22 @@ _CPU_STEPS = {
     "backward_smoothing_pgd": 1.0, "odi_pgd": 1.0, "odi_trades": 1.0,  # differ only in their start
 }
 
-_PAPER_STEPS = {  # BS §5 "Experimental Setting"
-    "pgd_at": _paper_ratio(2), "trades": _paper_ratio(2),             # "10-step ... step size of 2/255 for both"
-    "backward_smoothing": _paper_ratio(8),                            # "gamma = 1 and step size as 8/255"
-    "fast_at": _paper_ratio(10), "gradalign": _paper_ratio(10),       # "10/255 for Fast AT/GradAlign"
-    "fast_at_zero": _paper_ratio(10),                                 # Fig. 1: Fast AT without random init
-    "fast_at_2step": _paper_ratio(6),                                 # "6/255 for 2-step Fast AT"
-    "fast_trades": _paper_ratio(6),                                   # "6/255 for Fast TRADES"
-    "fast_trades_2step": _paper_ratio(5),                             # "5/255 for 2-step Fast TRADES"
-    # not stated (App. B): Backward Smoothing's 8/255 for its alone / PGD / ODI variants
-    "bs_alone": _paper_ratio(8), "backward_smoothing_pgd": _paper_ratio(8),
-    "odi_pgd": _paper_ratio(8), "odi_trades": _paper_ratio(8),
-}
+# BS §5 "Experimental Setting", as the methods' default step sizes (in /255 units there) over eps: 2/255
+# for PGD-AT and TRADES ("10-step ... step size of 2/255 for both": PGD-AT's default; TRADES' own default
+# is its code's 0.007), 8/255 for Backward Smoothing (and, not stated, App. B, its alone / PGD / ODI
+# variants), 10/255 for Fast AT (with and without random init) and GradAlign, 6/255 for 2-step Fast AT
+# and Fast TRADES, 5/255 for 2-step Fast TRADES.
+_PAPER_STEPS = {m: _paper("pgd_at" if m == "trades" else m, "step_size") / PAPER_EPS for m in (
+    "pgd_at", "trades", "backward_smoothing", "fast_at", "gradalign", "fast_at_zero", "fast_at_2step",
+    "fast_trades", "fast_trades_2step", "bs_alone", "backward_smoothing_pgd", "odi_pgd", "odi_trades")}
 
 _CPU_BETAS = {m: 6.0 for m in ("trades", "fast_trades", "fast_trades_2step", "backward_smoothing", "bs_alone",
                                "odi_trades")}
 # TRADES: beta = 6 (Zhang et al.; the paper does not restate it, nor Fast TRADES' beta, for which the
 # BS code's default is 6); Backward Smoothing: beta = 10 (Table 12's best, the README's command);
 # its alone / ODI (TRADES) variants: the same 10 (App. B does not restate it).
-_PAPER_BETAS = {"trades": 6.0, "fast_trades": 6.0, "fast_trades_2step": 6.0, "backward_smoothing": 10.0,
-                "bs_alone": 10.0, "odi_trades": 10.0}
+_PAPER_BETAS = {m: _paper(m, "beta") for m in ("trades", "fast_trades", "fast_trades_2step", "backward_smoothing",
+                                                "bs_alone", "odi_trades")}
 
 _METHOD = {
     "smoke": dict(linf_eps=0.3, step_ratios=_CPU_STEPS, trades_betas=_CPU_BETAS, bs_gamma=1.0, gradalign_lam=2.0,
@@ -155,8 +158,9 @@ _METHOD = {
     # The code behind the paper's numbers (the BS repository): its GradAlign (pgd_fast_gradalign.py: lambda 0.3,
     # create_graph on both input gradients) and its random start, not clamped before the first gradient
     # (pgd_fast.py, pgd_fast_gradalign.py).
-    "paper": dict(linf_eps=PAPER_EPS, step_ratios=_PAPER_STEPS, trades_betas=_PAPER_BETAS, bs_gamma=1.0,
-                  gradalign_lam=0.3, gradalign_form="bs_repository", clamp_start=False,
+    "paper": dict(linf_eps=PAPER_EPS, step_ratios=_PAPER_STEPS, trades_betas=_PAPER_BETAS,
+                  bs_gamma=_paper("backward_smoothing", "gamma"), gradalign_lam=_paper("gradalign_bs", "lam"),
+                  gradalign_form="bs_repository", clamp_start=False,
                   multistep_warmup_epochs=0.0, multistep_n_train=None,
                   hessian_methods=["fast_trades"],
                   hessian_epochs=[0, 10, 20, 30, 40, 50]),
