@@ -85,3 +85,20 @@ def certify_dataset(smooth, *data, n0, n, alpha, batch_size, indices=None, start
     return smoothing.certify_dataset(
         smooth, *data, settings=smoothing.CertifySettings(n0=n0, n=n, alpha=alpha, batch_size=batch_size),
         select=smoothing.Selection(indices=indices, start=start, stop=stop, skip=skip), **options)
+
+
+def prototype_data(n: int, seed: int, num_classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """n noisy copies of num_classes fixed 1x8x8 prototypes in [0, 1] (the evaluation tests' data)."""
+    protos = torch.rand((num_classes, 1, 8, 8), generator=torch.Generator().manual_seed(123)) * 0.6 + 0.2
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    return (protos[y] + 0.25 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1), y
+
+
+def tiny_trained_cnn(num_classes: int = 4) -> nn.Module:
+    """A tiny BN CNN trained for 300 Adam steps on `prototype_data` (eval mode, ~1 s)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 64, 32), nn.ReLU(), nn.Linear(32, num_classes))
+    x, y = prototype_data(2048, seed=1, num_classes=num_classes)
+    return fit(model, x, y)

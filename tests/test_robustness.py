@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import fit
+from helpers import prototype_data as make_data, tiny_trained_cnn
 from rs_lib import data as data_mod
 from rs_lib import robustness as R
 from rs_lib.robustness import Protocol
@@ -22,21 +22,9 @@ NUM_CLASSES = 4
 EPS = 0.12
 
 
-def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    protos = torch.rand((NUM_CLASSES, 1, 8, 8), generator=torch.Generator().manual_seed(123)) * 0.6 + 0.2
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-    return (protos[y] + 0.25 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1), y
-
-
 @pytest.fixture(scope="module")
 def trained() -> nn.Module:
-    """A tiny BN CNN trained for 300 Adam steps (eval mode, ~1 s)."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 64, 32), nn.ReLU(), nn.Linear(32, NUM_CLASSES))
-    x, y = make_data(2048, seed=1)
-    return fit(model, x, y)
+    return tiny_trained_cnn()
 
 
 def test_torchattacks_imports_with_its_private_scipy_helper():
