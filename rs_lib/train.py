@@ -23,8 +23,8 @@ Public names: :class:`TrainConfig` (every field with its help: the CLI's ``train
 :func:`run_training` and its :class:`Control`, :class:`Run` (``Run.open(path_or_checkpoint)``,
 ``load_model(which)`` with one default, :data:`DEFAULT_CHECKPOINT`, and ``cached``, the cached
 evaluation of :meth:`rs_lib.store.RunDir.cached`), :func:`run_dir_for` (a configuration's store key),
-:func:`cached_name`, :func:`config_from_json`, :func:`build_model_for`, :func:`lr_factor`,
-:func:`warmup_factor`.
+:func:`cached_name`, :func:`config_from_json`, :func:`build_model_for`, :func:`lr_factor` (the
+warm-up factor is :func:`rs_lib.methods.warmup_factor`).
 """
 
 from __future__ import annotations
