@@ -28,7 +28,7 @@ The named protocols, what they cost (model passes per image) and what they guara
 Other settings (``Protocol.custom``) label themselves ("PGD-10 (custom: ...)") so that a custom
 number is never shown under a named protocol's label.
 
-Public names: `Protocol`, :data:`PROTOCOLS`, :data:`ROBUST_ATTACKS`, :data:`PGD_STEP_RATIO`,
+Public names: `Protocol`, :data:`PROTOCOLS`, :data:`ROBUST_ATTACKS`,
 `as_protocol`, `robust_accuracy`, `RobustAccuracy`, `threat_eps`, `autoattack`, :data:`AA_STAGES`,
 `sanity_checks`, `square_check`, :data:`SQUARE_TOLERANCE`, `labelled_batches`.
 """
@@ -50,8 +50,6 @@ from . import attacks as _attacks
 from . import models as _models
 
 ROBUST_ATTACKS = ("pgd", "fgsm", "autoattack", "autoattack_original", "rays")
-#: PGD's step as a multiple of eps in every named PGD protocol (`rs_lib.attacks.PGD_STEP_RATIO`, its one home).
-PGD_STEP_RATIO = _attacks.PGD_STEP_RATIO
 #: The stages of AutoAttack's standard version, in order (each attacks the points the earlier ones left).
 AA_STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 #: AutoAttack's tolerance for Square lowering the gradient attacks' robust accuracy (fra31 ``check_square_sr``).
@@ -118,7 +116,7 @@ class Protocol:
         steps = {"autoattack": 100, "autoattack_original": 100, "rays": 0}.get(attack, 20) if steps is None else steps
         queries = {"autoattack": 5000, "autoattack_original": 5000, "rays": 10_000}.get(attack) \
             if queries is None else queries
-        ratio = PGD_STEP_RATIO if attack == "pgd" and step_size is None else None
+        ratio = _attacks.PGD_STEP_RATIO if attack == "pgd" and step_size is None else None
         draft = cls("custom", "custom", attack, steps, ratio, random_start, restarts, queries, step_size)
         for named in PROTOCOLS.values():
             if dataclasses.replace(named, name="custom", label="custom") == draft:
@@ -148,11 +146,12 @@ def _custom_name(p: Protocol) -> str:
 
 _BS_STEP = "(CE, no random start, step ε/4: the BS code's 0.0078 at ε 0.031)"
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
-    Protocol("pgd20_bs", f"PGD-20 {_BS_STEP}", "pgd", 20, PGD_STEP_RATIO),
-    Protocol("pgd100_bs", f"PGD-100 {_BS_STEP}", "pgd", 100, PGD_STEP_RATIO),
-    Protocol("pgd20_rs", "PGD-20 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 20, PGD_STEP_RATIO, True),
-    Protocol("pgd100_rs", "PGD-100 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 100, PGD_STEP_RATIO,
-             True),
+    Protocol("pgd20_bs", f"PGD-20 {_BS_STEP}", "pgd", 20, _attacks.PGD_STEP_RATIO),
+    Protocol("pgd100_bs", f"PGD-100 {_BS_STEP}", "pgd", 100, _attacks.PGD_STEP_RATIO),
+    Protocol("pgd20_rs", "PGD-20 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 20,
+             _attacks.PGD_STEP_RATIO, True),
+    Protocol("pgd100_rs", "PGD-100 (CE, uniform random start, step ε/4, 1 restart)", "pgd", 100,
+             _attacks.PGD_STEP_RATIO, True),
     Protocol("autoattack_standard", "AutoAttack, standard protocol (torchattacks re-implementation: APGD-CE, "
              "APGD-T, FAB-T 100 iterations, Square 5000 queries, seed 0)", "autoattack", 100, queries=5000),
     Protocol("autoattack_fast", "AutoAttack-fast (CI-sized, NOT the standard protocol: APGD-CE, APGD-T, FAB-T "

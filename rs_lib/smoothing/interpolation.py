@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from rs_lib import _validate as check
-from rs_lib import attacks, methods
+from rs_lib import attacks, methods, models
 
-from .sampler import check_inputs, model_device
+from .sampler import check_inputs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +65,7 @@ def interpolation_confidence(model: nn.Module, x: torch.Tensor, x_adv: torch.Ten
     ratios = np.asarray(ratios, dtype=float).reshape(-1)
     if ratios.size == 0 or (ratios < 0).any() or (ratios > 1).any():
         raise ValueError(f"ratios must be mixing ratios in [0, 1], got {list(ratios)}")
-    device = model_device(model)
+    device = models.device_of(model)
     x, x_adv = x.to(device), x_adv.to(device)
     noise = attacks.draw_noise(x, sigma=sigma, num_noise=num_noise, generator=generator)
     with methods.mode(model, train=False), torch.inference_mode():
@@ -123,7 +123,7 @@ def adversarial_interpolation(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     check_inputs("x", x, batched=True)
     if not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
         raise ValueError(f"y must be a tensor of {x.shape[0]} labels, got {getattr(y, 'shape', y)!r}")
-    device = model_device(model)
+    device = models.device_of(model)
     x, y = x.to(device), y.to(device)
     adversary = attacks.SmoothMix(ascent.step_size, ascent.steps, ascent.sigma, ascent.num_noise)
     x_adv = attacks.smoothmix_attack(model, x, y, adversary, generator=generator).x_adv

@@ -126,7 +126,7 @@ class NoiseSampler:
     @property
     def device(self) -> torch.device:
         """The device of the base classifier (:func:`model_device`); noise is drawn there."""
-        return model_device(self.base_classifier)
+        return models.device_of(self.base_classifier)
 
     @property
     def channels_last(self) -> bool:
