@@ -1,7 +1,8 @@
 """The papers' published numbers (transcribed in ``rs_lib/paper_tables/``) and paper-vs-ours frames.
 
 Every figure or table of the book puts the paper's number beside the reproduced one and says at
-which scale ours was produced; :func:`side_by_side` builds that frame.
+which scale ours was produced; :func:`side_by_side` builds that frame, and :func:`stacked` puts its two sources on two rows
+when it is too wide for the page.
 """
 
 from __future__ import annotations
@@ -68,6 +69,49 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, *, on: str | Sequence[
     frame = frame[ordered]
     frame.attrs.update(scale=scale, paper_setting=paper_setting)
     return frame
+
+
+#: The two sources of a :func:`side_by_side` frame, as :func:`stacked` names its rows.
+SOURCES = ("ours", "paper")
+
+
+def stacked(frame: pd.DataFrame, *, on: str | Sequence[str]) -> pd.DataFrame:
+    """A :func:`side_by_side` frame with ours and the paper's on two rows instead of two columns:
+    one row per (``on`` key, source), a ``source`` column after the key, and each ``<col> (ours)`` /
+    ``<col> (paper)`` pair as one column ``<col>``.  Half as wide, for a table with many reproduced
+    columns (certified accuracy at every radius) that would not fit the text column side by side.
+
+    Other columns (``side_by_side``'s ``keep``) describe our run and stay on the ``ours`` row. A
+    row whose reproduced columns are all missing (a setting the paper does not report, or one not
+    run at this scale; text columns such as settings do not count) is left out; ``attrs`` (the two settings) carry over.
+    """
+    on = [on] if isinstance(on, str) else list(on)
+    missing = [c for c in on if c not in frame.columns]
+    if missing:
+        raise ValueError(f"on: {missing} not columns of the frame ({list(frame.columns)})")
+    suffixes = {w: f" ({w})" for w in SOURCES}
+    pairs = [c.removesuffix(suffixes["ours"]) for c in frame.columns if c.endswith(suffixes["ours"])]
+    values = [c for c in pairs if f"{c}{suffixes['paper']}" in frame.columns]
+    if not values:
+        raise ValueError(f"frame has no '<col> (ours)' / '<col> (paper)' pair to stack: {list(frame.columns)}")
+    paired = {f"{c}{suffixes[w]}" for c in values for w in SOURCES}
+    extra = [c for c in frame.columns if c not in paired and c not in on]
+    # A row is kept when it holds a number; a text pair (e.g. the settings each side holds fixed) alone does not count.
+    numbers = [c for c in values if any(pd.api.types.is_numeric_dtype(frame[f"{c}{suffixes[w]}"]) for w in SOURCES)] or values
+    parts = []
+    for order, source in enumerate(SOURCES):
+        part = frame[on].copy()
+        part["source"] = source
+        for col in values:
+            part[col] = frame[f"{col}{suffixes[source]}"]
+        for col in extra:
+            part[col] = frame[col] if source == "ours" else None
+        part["_row"], part["_source"] = range(len(frame)), order
+        parts.append(part[part[numbers].notna().any(axis=1)])
+    out = (pd.concat(parts).sort_values(["_row", "_source"], kind="stable")
+           .drop(columns=["_row", "_source"]).reset_index(drop=True))
+    out.attrs.update(frame.attrs)
+    return out
 
 
 def radius_columns(frame: pd.DataFrame) -> dict[float, str]:

@@ -7,7 +7,7 @@ dash, explained under the table), numbers rounded for reading.  :func:`glue_tabl
 table for a numbered ``{glue:figure}`` (``:figclass: rs-table``, numbered "Table N" by
 book/_ext/numbered_tables.py) and :func:`glue_value` a number for ``{glue:text}``.
 :func:`train_table` is the training summary the smoothing notebooks print under their training
-cell.  The verdicts (:func:`sign_verdict`, :func:`within_verdict`, :func:`ratio_verdict`) are the
+cell.  The verdicts (:func:`sign_verdict`, :func:`not_worse_verdict`, :func:`ratio_verdict`) are the
 code of every Reading and of the chapters' "what reproduced" tables (:func:`claim`,
 :func:`claims_table`); :func:`count_verdict` judges a claim checked once per cell of a grid.
 """
@@ -153,14 +153,16 @@ def sign_verdict(ours: float | None, paper: float, *, se: float | None = None) -
     return REPRODUCED if (ours > 0) == (paper > 0) and ours != 0 else NOT_REPRODUCED
 
 
-def within_verdict(ours: float | None, margin: float, *, se: float | None = None) -> str:
-    """Verdict on a claim "A is as good as B" (``ours`` = A − B): reproduced when |ours| is at most
-    ``margin`` (plus two standard errors, given ``se``); not comparable when not measured."""
+def not_worse_verdict(ours: float | None, margin: float, *, se: float | None = None) -> str:
+    """Verdict on a claim "A is as good as B" read as the papers use it, one-sided (non-inferiority):
+    ``ours`` = A − B, reproduced when A is at most ``margin`` below B (plus two standard errors,
+    given ``se``).  A that is *better* than B by any amount reproduces the claim: "as robust as
+    TRADES" is not contradicted by a method that is more robust.  Not comparable when not measured."""
     if ours is None or pd.isna(ours):
         return NOT_COMPARABLE
     check.non_negative("margin", margin)
     slack = 0.0 if se is None or pd.isna(se) else 2 * se
-    return REPRODUCED if abs(ours) <= margin + slack else NOT_REPRODUCED
+    return REPRODUCED if ours >= -(margin + slack) else NOT_REPRODUCED
 
 
 def ratio_verdict(ours: float | None, paper: float, *, tolerance: float = 0.25) -> str:

@@ -11,6 +11,7 @@ browser download does not work offline) at a laptop's width and reports, per pag
 * formulas MathJax did not typeset, and raw ``$$`` left in the text;
 * internal links to a missing file or a missing ``#anchor``;
 * elements of the main column wider than the viewport or than the text column;
+* a word of a table cell broken across two lines (a column squeezed below its longest word);
 * chapters of the table of contents missing from the sidebar.
 
 Pages are served from a loopback HTTP server (as a reader's ``python -m http.server`` would), so a
@@ -146,6 +147,27 @@ async ({mainSelector, sidebarSelector}) => {
       if (!wide.some(w => w.el.contains(el))) wide.push({el, width: Math.round(r.width), what: 'element'});
     }
   }
+  // A word of a table cell broken across two lines ("pap/er"): a column squeezed below its longest
+  // word, as `overflow-wrap: anywhere` does to a narrow column of a wide table.  Words are runs of
+  // letters and digits, which never break at a normal line-break opportunity.
+  const splitWords = [];
+  for (const cell of main.querySelectorAll('td, th')) {
+    if (splitWords.length >= 10) break;
+    if (cell.closest('pre, mjx-container') || !cell.checkVisibility()) continue;
+    const cellText = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    let broken = null;
+    while (!broken && cellText.nextNode()) {
+      const node = cellText.currentNode;
+      for (const m of node.textContent.matchAll(/[\p{L}\p{N}]{2,}/gu)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+        if (lines.size > 1) { broken = m[0]; break; }
+      }
+    }
+    if (broken) splitWords.push(`'${broken}' in ${describe(cell)} of ${describe(cell.closest('table') || cell)}`);
+  }
   const rawText = [];
   const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT, {
     acceptNode: n => n.parentElement.closest('pre, code, script, style, textarea, mjx-container')
@@ -166,6 +188,7 @@ async ({mainSelector, sidebarSelector}) => {
         .map(img => img.getAttribute('src')),
     mathElements: main.querySelectorAll('mjx-container').length,
     untypeset, rawDollars: rawText,
+    splitWords,
     wide: wide.map(w => `${w.what} ${describe(w.el)} (${w.width} px; text column ${Math.round(textRight - box.left)} px)`),
     pageWidth: document.documentElement.scrollWidth,
     sidebar: sidebar ? [...sidebar.querySelectorAll('a[href]')].map(a => a.href) : null,
@@ -291,6 +314,8 @@ def check_site(site_dir: str | Path, *, chapters: Sequence[str] = (), pages: Seq
                 found += [f"formula not typeset by MathJax: {t!r}" for t in info["untypeset"]]
                 found += [f"raw $$ in the text: {t!r}" for t in info["rawDollars"]]
                 found += [f"wider than the text column at {VIEWPORT['width']} px: {w}" for w in info["wide"]]
+                found += [f"a word broken across lines in a table cell (its column is narrower than the word): {w}"
+                          for w in info["splitWords"]]
                 if info["pageWidth"] > VIEWPORT["width"]:
                     found.append(f"the page scrolls sideways: {info['pageWidth']} px wide at "
                                  f"{VIEWPORT['width']} px")

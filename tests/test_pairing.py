@@ -84,3 +84,26 @@ def test_side_by_side_keeps_per_row_columns_on_their_own_rows():
     assert by.loc["α = ε", "best run (ours)"] == 43.4 and by.loc["α = ε", "mean"] == 40.0
     assert by.loc["α = 1.25ε", "best run (ours)"] == 30.0 and by.loc["α = 1.25ε", "mean"] == 20.0
     assert set(by["best run (paper)"]) == {46.3, 53.4}
+
+
+def test_stacked_puts_ours_and_the_papers_on_two_rows_of_one_column_each():
+    """The certified-accuracy tables of rs_comparison and rs_smoothmix_ablations ran past the text
+    column at the cpu scale with a pair of columns per radius; stacked halves their width."""
+    ours = pd.DataFrame({"method": ["A", "B"], "sigma": [0.25, 0.25], "acr": [0.4, 0.5], "r0.00": [70.0, 60.0],
+                         "other settings (ours)": ["eta=5", "eta=5"], "note": ["x", "y"]})
+    table = pd.DataFrame({"method": ["A", "C"], "sigma": [0.25, 0.25], "acr": [0.45, 0.6], "r0.00": [75.0, 65.0]})
+    wide = paper.side_by_side(ours, table, on=["method", "sigma"], columns={"acr": "acr", "r0.00": "r0.00"},
+                              scale="cpu", paper_setting="CIFAR-10", keep=["note"])
+    wide["other settings (ours)"] = wide["method"].map({"A": "eta=5", "B": "eta=5"})
+    wide["other settings (paper)"] = "eta=1"  # text on every row: it alone does not keep a row
+    out = paper.stacked(wide, on=["method", "sigma"])
+    assert list(out.columns) == ["method", "sigma", "source", "acr", "r0.00", "other settings", "note"]
+    # A: both sources, ours first; B: ours only (not in the paper); C: the paper's only (not run here).
+    assert list(zip(out["method"], out["source"])) == [("A", "ours"), ("A", "paper"), ("B", "ours"), ("C", "paper")]
+    assert out["acr"].tolist() == [0.4, 0.45, 0.5, 0.6] and out["r0.00"].tolist() == [70.0, 75.0, 60.0, 65.0]
+    assert out.loc[0, "note"] == "x" and pd.isna(out.loc[1, "note"])  # a run's own column stays on its row
+    assert out["other settings"].tolist()[:2] == ["eta=5", "eta=1"]
+    assert out.attrs == {"scale": "cpu", "paper_setting": "CIFAR-10"}
+    assert len(out.columns) < len(wide.columns)
+    with pytest.raises(ValueError, match="pair"):
+        paper.stacked(ours, on="method")

@@ -72,9 +72,16 @@ def test_sign_verdict_needs_the_papers_sign_beyond_two_standard_errors(ours, pap
 
 
 def test_ratio_verdict_and_claims_table():
-    assert report.within_verdict(-0.4, 1.0) == report.REPRODUCED
-    assert report.within_verdict(-2.5, 1.0) == report.NOT_REPRODUCED
-    assert report.within_verdict(-2.5, 1.0, se=1.0) == report.REPRODUCED
+    assert report.not_worse_verdict(-0.4, 1.0) == report.REPRODUCED
+    assert report.not_worse_verdict(-2.5, 1.0) == report.NOT_REPRODUCED
+    assert report.not_worse_verdict(-2.5, 1.0, se=1.0) == report.REPRODUCED
+    # One-sided: more robust than the reference by any margin is "as robust as" it (the cpu build's
+    # BS - TRADES = +1.2 read "not reproduced" under the old two-sided rule).
+    assert report.not_worse_verdict(+1.2, 1.0) == report.REPRODUCED
+    assert report.not_worse_verdict(+25.0, 1.0) == report.REPRODUCED
+    assert report.not_worse_verdict(-1.0, 1.0) == report.REPRODUCED
+    assert report.not_worse_verdict(-1.01, 1.0) == report.NOT_REPRODUCED
+    assert report.not_worse_verdict(float("nan"), 1.0) == report.NOT_COMPARABLE
     assert report.ratio_verdict(3.2, 2.94) == report.REPRODUCED
     assert report.ratio_verdict(1.5, 2.94) == report.NOT_REPRODUCED
     assert report.ratio_verdict(None, 2.94) == report.NOT_COMPARABLE

@@ -39,6 +39,9 @@ BROKEN = {
                       "request leaving the machine: https://cdn.example.org/lib.js"),
     "overflowing table": ("<table style='width: 1500px'><tr><td>a very wide table</td></tr></table>",
                           "wider than the text column at 1280 px: element table (1500 px"),
+    "squeezed column": ("<table style='width: 120px'><tr><td style='overflow-wrap: anywhere'>smoke</td>"
+                        "<td style='overflow-wrap: anywhere'>a long label that fills the rest of the table width</td>"
+                        "</tr></table>", "a word broken across lines in a table cell"),
     "console error": ("<script>console.error('boom')</script>", "console error: boom"),
     "uncaught exception": ("<script>null.x</script>", "uncaught exception"),
     "missing page": ("<a href='nowhere.html'>x</a>", "link to a missing page: nowhere.html"),
@@ -91,6 +94,17 @@ def test_each_broken_page_is_reported_with_its_own_failure_only(tmp_path, chromi
         assert any(expected in item for item in problems[name]), (kind, problems[name])
         others = [k for k in BROKEN if k != kind and not BROKEN[k][1].startswith(expected[:12])]
         assert not any(BROKEN[k][1] in item for k in others for item in problems[name]), (kind, problems[name])
+
+
+def test_the_books_table_css_keeps_a_narrow_column_whole(tmp_path, chromium):
+    """reader.css's wrap rule on the squeezed-column table above: the short column keeps its word
+    (the rule that broke it, `overflow-wrap: anywhere`, is what the check catches)."""
+    site = _site(tmp_path / "site")
+    shutil.copy(book.REPO_ROOT / "book" / "_static" / "reader.css", site / "reader.css")
+    table = ("<link rel='stylesheet' href='reader.css'><table class='reader-table' style='width: 120px'>"
+             "<tr><td>smoke</td><td>a long label that fills the rest of the table width</td></tr></table>")
+    (site / "css.html").write_text(PAGE.format(title="css", body=table), encoding="utf8")
+    assert site_check.check_site(site, pages=["css.html"]) == {}
 
 
 def test_a_chapter_missing_from_the_sidebar_is_reported(tmp_path, chromium):
