@@ -161,7 +161,7 @@ def test_toc_notebooks_reads_executed_chapters_in_order(tmp_path):
 
 # The calls that do the science (train, certify, attack, evaluate, plot); a cell without one only presents.
 SCIENCE = re.compile(r"run_training\(|\bbs\.fit\(|\bbs\.train\(|\bbs\.curvature\(|noisy_accuracy\(|sns\.\w+plot\(|"
-                     r"empirical\(|cost\.measure\(|certify_run\(|robust_accuracy\(|\.robustness\(|hessian\.\w+\(|evaluate\.\w+\(|"
+                     r"empirical\(|\.interpolation\(|cost\.measure\(|certify_run\(|robust_accuracy\(|\.robustness\(|hessian\.\w+\(|evaluate\.\w+\(|"
                      r"attacks\.\w+\(|plots\.(?!captioned|scale_caption|scale_note|set_theme|label_colours)\w+\(")
 HIDDEN = {"hide-input", "remove-input", "hide-cell", "remove-cell"}
 
