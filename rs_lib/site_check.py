@@ -12,6 +12,8 @@ browser download does not work offline) at a laptop's width and reports, per pag
 * internal links to a missing file or a missing ``#anchor``;
 * elements of the main column wider than the viewport or than the text column;
 * a word of a table cell broken across two lines (a column squeezed below its longest word);
+* a table or a notebook's figure without a number and caption ("Table N", "Fig. N"), and a table
+  that shows pandas' index column or a ``NaN``;
 * chapters of the table of contents missing from the sidebar.
 
 Pages are served from a loopback HTTP server (as a reader's ``python -m http.server`` would), so a
@@ -168,6 +170,25 @@ async ({mainSelector, sidebarSelector}) => {
     }
     if (broken) splitWords.push(`'${broken}' in ${describe(cell)} of ${describe(cell.closest('table') || cell)}`);
   }
+  // Every table and every figure of a page is numbered and captioned ("Table N" / "Fig. N"), and a
+  // table shows neither pandas' index column nor a NaN (rs_lib.report.reader_table).
+  const isCode = el => el.closest('.cell_input, pre, .highlight, mjx-container');
+  const numbered = (el, kind) => {
+    const holder = el.closest('figure') || el;
+    const num = holder.querySelector(':scope > figcaption .caption-number, :scope > caption .caption-number');
+    return num && num.textContent.trim().startsWith(kind);
+  };
+  const unnumbered = [], nanTables = [], indexTables = [];
+  for (const t of main.querySelectorAll('table')) {
+    if (isCode(t) || !t.checkVisibility()) continue;
+    const label = `${describe(t)} ("${t.innerText.trim().replace(/\s+/g, ' ').slice(0, 40)}")`;
+    if (!numbered(t, 'Table')) unnumbered.push(`table ${label}`);
+    if (/\bNaN\b/.test(t.innerText)) nanTables.push(label);
+    if (t.querySelector('th.row_heading, th.blank.level0, th.index_name')) indexTables.push(label);
+  }
+  for (const img of main.querySelectorAll('.cell_output img')) {
+    if (img.checkVisibility() && !numbered(img, 'Fig')) unnumbered.push(`figure <img src="${img.getAttribute('src')}">`);
+  }
   const rawText = [];
   const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT, {
     acceptNode: n => n.parentElement.closest('pre, code, script, style, textarea, mjx-container')
@@ -189,6 +210,7 @@ async ({mainSelector, sidebarSelector}) => {
     mathElements: main.querySelectorAll('mjx-container').length,
     untypeset, rawDollars: rawText,
     splitWords,
+    unnumbered, nanTables, indexTables,
     wide: wide.map(w => `${w.what} ${describe(w.el)} (${w.width} px; text column ${Math.round(textRight - box.left)} px)`),
     pageWidth: document.documentElement.scrollWidth,
     sidebar: sidebar ? [...sidebar.querySelectorAll('a[href]')].map(a => a.href) : null,
@@ -314,6 +336,9 @@ def check_site(site_dir: str | Path, *, chapters: Sequence[str] = (), pages: Seq
                 found += [f"formula not typeset by MathJax: {t!r}" for t in info["untypeset"]]
                 found += [f"raw $$ in the text: {t!r}" for t in info["rawDollars"]]
                 found += [f"wider than the text column at {VIEWPORT['width']} px: {w}" for w in info["wide"]]
+                found += [f"{w} without a number and caption" for w in info["unnumbered"]]
+                found += [f"NaN shown in table {w}" for w in info["nanTables"]]
+                found += [f"pandas' index column shown in table {w}" for w in info["indexTables"]]
                 found += [f"a word broken across lines in a table cell (its column is narrower than the word): {w}"
                           for w in info["splitWords"]]
                 if info["pageWidth"] > VIEWPORT["width"]:

@@ -27,7 +27,10 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title
 <img src="pixel.png" alt="a pixel"><a href="chapter.html#results">results</a>
 {body}</article></body></html>"""
 
-GOOD_CHAPTER = "<h2 id='results'>Results</h2><table><tr><td>1</td><td>2</td></tr></table>"
+# A table as Sphinx numbers one: inside a figure whose caption starts with its number.
+NUMBERED = ("<figure><table><tr><td>{cell}</td><td>2</td></tr></table>"
+            "<figcaption><span class='caption-number'>Table 1 </span>A table.</figcaption></figure>")
+GOOD_CHAPTER = "<h2 id='results'>Results</h2>" + NUMBERED.format(cell="1")
 
 BROKEN = {
     "broken image": ("<img src='missing.png' alt='gone'>", "image not loaded: missing.png"),
@@ -37,11 +40,18 @@ BROKEN = {
                        "request leaving the machine: http://example.com/logo.png"),
     "remote script": ("<script src='https://cdn.example.org/lib.js'></script>",
                       "request leaving the machine: https://cdn.example.org/lib.js"),
-    "overflowing table": ("<table style='width: 1500px'><tr><td>a very wide table</td></tr></table>",
+    "overflowing table": (NUMBERED.format(cell="a very wide table").replace("<table>", "<table style='width: 1500px'>"),
                           "wider than the text column at 1280 px: element table (1500 px"),
-    "squeezed column": ("<table style='width: 120px'><tr><td style='overflow-wrap: anywhere'>smoke</td>"
+    "squeezed column": ("<figure><table style='width: 120px'><tr><td style='overflow-wrap: anywhere'>smoke</td>"
                         "<td style='overflow-wrap: anywhere'>a long label that fills the rest of the table width</td>"
-                        "</tr></table>", "a word broken across lines in a table cell"),
+                        "</tr></table><figcaption><span class='caption-number'>Table 2 </span>Squeezed.</figcaption>"
+                        "</figure>", "a word broken across lines in a table cell"),
+    "unnumbered table": ("<table><tr><td>1</td></tr></table>", "table table (\"1\") without a number and caption"),
+    "unnumbered figure": ("<div class='cell_output'><img src='pixel.png' alt='a plot'></div>",
+                          "figure <img src=\"pixel.png\"> without a number and caption"),
+    "NaN in a table": (NUMBERED.format(cell="NaN"), "NaN shown in table"),
+    "pandas index": (NUMBERED.format(cell="1").replace("<tr>", "<tr><th class='row_heading level0 row0'>0</th>"),
+                     "pandas' index column shown in table"),
     "console error": ("<script>console.error('boom')</script>", "console error: boom"),
     "uncaught exception": ("<script>null.x</script>", "uncaught exception"),
     "missing page": ("<a href='nowhere.html'>x</a>", "link to a missing page: nowhere.html"),
@@ -101,8 +111,9 @@ def test_the_books_table_css_keeps_a_narrow_column_whole(tmp_path, chromium):
     (the rule that broke it, `overflow-wrap: anywhere`, is what the check catches)."""
     site = _site(tmp_path / "site")
     shutil.copy(book.REPO_ROOT / "book" / "_static" / "reader.css", site / "reader.css")
-    table = ("<link rel='stylesheet' href='reader.css'><table class='reader-table' style='width: 120px'>"
-             "<tr><td>smoke</td><td>a long label that fills the rest of the table width</td></tr></table>")
+    table = ("<link rel='stylesheet' href='reader.css'><figure><table class='reader-table' style='width: 120px'>"
+             "<tr><td>smoke</td><td>a long label that fills the rest of the table width</td></tr></table>"
+             "<figcaption><span class='caption-number'>Table 2 </span>Wrapped.</figcaption></figure>")
     (site / "css.html").write_text(PAGE.format(title="css", body=table), encoding="utf8")
     assert site_check.check_site(site, pages=["css.html"]) == {}
 
