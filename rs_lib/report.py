@@ -43,19 +43,29 @@ def _flat(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def reader_table(frame: pd.DataFrame, *, digits: int = 3, caption: str | None = None) -> Any:
+def reader_table(frame: pd.DataFrame, *, digits: int = 3, caption: str | None = None,
+                 column_digits: Mapping[str, int] | None = None) -> Any:
     """A ``DataFrame`` as a reader sees it: a pandas ``Styler`` with no index column, numbers to
-    ``digits`` decimals, missing values as a dash and, when there is one, a note saying what the
-    dash means (after ``caption``)."""
+    ``digits`` decimals (``column_digits``: other decimals for some columns, e.g. 1 for accuracies in
+    % beside an ACR), missing values as a dash and, when there is one, a note saying what the dash
+    means (after ``caption``)."""
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
     check.integer("digits", digits, low=0)
     flat = _flat(frame)
+    column_digits = dict(column_digits or {})
+    unknown = [c for c in column_digits if c not in flat.columns]
+    if unknown:
+        raise ValueError(f"column_digits: {unknown} are not columns of the table ({list(flat.columns)})")
+    for column, n in column_digits.items():
+        check.integer(f"column_digits[{column!r}]", n, low=0)
     notes = [caption] if caption else []
     if flat.isna().to_numpy().any():
         notes.append(DASH_NOTE)
     styler = (flat.style.hide(axis="index").format(precision=digits, na_rep=DASH, thousands=None)
               .set_table_attributes('class="dataframe reader-table"'))
+    for column, n in column_digits.items():
+        styler = styler.format(precision=n, na_rep=DASH, thousands=None, subset=[column])
     if notes:
         styler = styler.set_caption(" ".join(notes))
     return styler
@@ -67,14 +77,15 @@ def table_note(scale: str, paper_setting: str | None = None) -> str:
 
 
 def glue_table(name: str, frame: pd.DataFrame, scale: str, *, digits: int = 3,
-               paper_setting: str | None = None) -> None:
-    """Glue ``frame`` as a :func:`reader_table` under ``name``, with the scale line (and the paper
-    columns' setting; :func:`table_note`) and the dash's meaning under it, for a markdown cell's
+               paper_setting: str | None = None, column_digits: Mapping[str, int] | None = None) -> None:
+    """Glue ``frame`` as a :func:`reader_table` under ``name`` (``digits``, ``column_digits``: its
+    decimals), with the scale line (and the paper columns' setting; :func:`table_note`) and the dash's meaning under it, for a markdown cell's
     ``{glue:figure}`` with ``:name: name`` and ``:figclass: rs-table`` (a numbered table)."""
     from myst_nb import glue
 
     _name(name)
-    glue(name, reader_table(frame, digits=digits, caption=table_note(scale, paper_setting)), display=False)
+    glue(name, reader_table(frame, digits=digits, caption=table_note(scale, paper_setting), column_digits=column_digits),
+         display=False)
 
 
 def glue_value(name: str, value: Any, fmt: str | None = None) -> None:

@@ -37,6 +37,17 @@ def test_reader_table_drops_a_plain_range_index_and_flattens_column_levels():
     assert list(report._flat(named).columns) == ["method", "sigma", "acr"]
 
 
+def test_reader_table_column_digits_round_those_columns_only():
+    """rs_comparison's certified accuracies in % read at one decimal beside the ACR's three."""
+    frame = pd.DataFrame({"acr": [0.41234], "r0.00": [71.66667], "r0.25": [float("nan")]})
+    html = report.reader_table(frame, column_digits={"r0.00": 1, "r0.25": 1}).to_html()
+    assert "0.412" in html and "71.7" in html and "71.667" not in html and report.DASH in html
+    with pytest.raises(ValueError, match="column_digits"):
+        report.reader_table(frame, column_digits={"r9": 1})
+    with pytest.raises(ValueError, match="column_digits"):
+        report.reader_table(frame, column_digits={"acr": -1})
+
+
 def test_reader_table_rejects_what_is_not_a_frame_and_bad_digits():
     with pytest.raises(ValueError, match="frame must be a pandas DataFrame"):
         report.reader_table([1, 2])
