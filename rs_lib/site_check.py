@@ -149,42 +149,42 @@ async ({mainSelector, sidebarSelector}) => {
       if (!wide.some(w => w.el.contains(el))) wide.push({el, width: Math.round(r.width), what: 'element'});
     }
   }
-  // A word of a table cell broken across two lines ("pap/er"): a column squeezed below its longest
-  // word, as `overflow-wrap: anywhere` does to a narrow column of a wide table.  Words are runs of
-  // letters and digits, which never break at a normal line-break opportunity.
-  const splitWords = [];
-  for (const cell of main.querySelectorAll('td, th')) {
-    if (splitWords.length >= 10) break;
-    if (cell.closest('pre, mjx-container') || !cell.checkVisibility()) continue;
-    const cellText = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
-    let broken = null;
-    while (!broken && cellText.nextNode()) {
-      const node = cellText.currentNode;
-      for (const m of node.textContent.matchAll(/[\p{L}\p{N}]{2,}/gu)) {
-        const range = document.createRange();
-        range.setStart(node, m.index);
-        range.setEnd(node, m.index + m[0].length);
-        const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
-        if (lines.size > 1) { broken = m[0]; break; }
-      }
-    }
-    if (broken) splitWords.push(`'${broken}' in ${describe(cell)} of ${describe(cell.closest('table') || cell)}`);
-  }
-  // Every table and every figure of a page is numbered and captioned ("Table N" / "Fig. N"), and a
-  // table shows neither pandas' index column nor a NaN (rs_lib.report.reader_table).
+  // Every table of a page is numbered and captioned ("Table N"), shows neither pandas' index column
+  // nor a NaN (rs_lib.report.reader_table), and has no word of a cell broken across two lines
+  // ("pap/er": a column squeezed below its longest word, as `overflow-wrap: anywhere` does to a narrow
+  // column of a wide table; words are runs of letters and digits, which never break at a normal
+  // line-break opportunity).  Every figure a notebook draws is numbered ("Fig. N").
   const isCode = el => el.closest('.cell_input, pre, .highlight, mjx-container');
   const numbered = (el, kind) => {
     const holder = el.closest('figure') || el;
     const num = holder.querySelector(':scope > figcaption .caption-number, :scope > caption .caption-number');
     return num && num.textContent.trim().startsWith(kind);
   };
-  const unnumbered = [], nanTables = [], indexTables = [];
+  const brokenWord = cell => {
+    const cellText = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    while (cellText.nextNode()) {
+      const node = cellText.currentNode;
+      for (const m of node.textContent.matchAll(/[\p{L}\p{N}]{2,}/gu)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+        if (lines.size > 1) return m[0];
+      }
+    }
+    return null;
+  };
+  const unnumbered = [], nanTables = [], indexTables = [], splitWords = [];
   for (const t of main.querySelectorAll('table')) {
     if (isCode(t) || !t.checkVisibility()) continue;
     const label = `${describe(t)} ("${t.innerText.trim().replace(/\s+/g, ' ').slice(0, 40)}")`;
     if (!numbered(t, 'Table')) unnumbered.push(`table ${label}`);
     if (/\bNaN\b/.test(t.innerText)) nanTables.push(label);
     if (t.querySelector('th.row_heading, th.blank.level0, th.index_name')) indexTables.push(label);
+    for (const cell of t.querySelectorAll('td, th')) {
+      const word = splitWords.length < 10 && brokenWord(cell);
+      if (word) splitWords.push(`'${word}' in ${describe(cell)} of ${describe(t)}`);
+    }
   }
   for (const img of main.querySelectorAll('.cell_output img')) {
     if (img.checkVisibility() && !numbered(img, 'Fig')) unnumbered.push(`figure <img src="${img.getAttribute('src')}">`);
